@@ -1,0 +1,57 @@
+package reflexupload
+
+import (
+	"errors"
+	"io"
+	"sync/atomic"
+)
+
+// errBodyTooLarge is what bodyReader returns past max_request_size.
+var errBodyTooLarge = errors.New("request body is over max_request_size")
+
+// bodyReader wraps a request body: it counts the bytes read (atomically, so
+// progress can be read from elsewhere), refuses to read past a limit, and
+// keeps the first error, so the handler can tell a body problem (client gone,
+// over the limit) from a malformed body or a disk failure.
+type bodyReader struct {
+	r     io.Reader
+	limit int64 // 0: none
+	n     atomic.Int64
+	err   error // first error other than io.EOF
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	if b.limit > 0 {
+		rem := b.limit - b.n.Load()
+		if rem <= 0 {
+			// At the limit: one more byte means too large, EOF means exact.
+			var one [1]byte
+			k, err := io.ReadFull(b.r, one[:])
+			if k > 0 {
+				b.err = errBodyTooLarge
+				return 0, b.err
+			}
+			if err == io.ErrUnexpectedEOF {
+				err = io.EOF
+			}
+			return 0, b.keep(err)
+		}
+		if int64(len(p)) > rem {
+			p = p[:rem]
+		}
+	}
+	k, err := b.r.Read(p)
+	b.n.Add(int64(k))
+	return k, b.keep(err)
+}
+
+// keep records the first real error and passes err on.
+func (b *bodyReader) keep(err error) error {
+	if err != nil && err != io.EOF && b.err == nil {
+		b.err = err
+	}
+	return err
+}

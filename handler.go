@@ -1,0 +1,362 @@
+package reflexupload
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"path"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/gabriel-vasile/mimetype"
+	"go.uber.org/zap"
+
+	"github.com/reflexupload/caddy-reflex-upload/internal/formstream"
+)
+
+// Limits on the text fields of a standard upload.
+const (
+	maxFieldBytes = 1 << 20 // one text field, as Reflex bounds __reflex_event_args
+	maxFields     = 1000    // text fields in one request
+)
+
+// reflexArgsField is the text field in which Reflex's frontend sends the
+// arguments of the upload event handler.
+const reflexArgsField = "__reflex_event_args"
+
+// ServeHTTP routes the requests under the prefix and passes on the rest.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	rest, ok := h.underPrefix(r.URL.Path)
+	if !ok {
+		return next.ServeHTTP(w, r)
+	}
+	switch {
+	case (rest == "" || rest == "/") && r.Method == http.MethodPost:
+		return h.serveUpload(w, r)
+	case isPrivate(rest):
+		// The private folder: progress, cancel and tus live here; until a
+		// handler claims a request it is simply not found, never served.
+		return caddyhttp.Error(http.StatusNotFound, errors.New("no such upload"))
+	case r.Method == http.MethodGet || r.Method == http.MethodHead:
+		return h.serveFile(w, r, next, rest)
+	}
+	return next.ServeHTTP(w, r)
+}
+
+// underPrefix reports whether p is the prefix or below it, and what follows
+// the prefix ("" or "/…").
+func (h *Handler) underPrefix(p string) (string, bool) {
+	base := strings.TrimSuffix(h.Prefix, "/")
+	if !strings.HasPrefix(p, base) {
+		return "", false
+	}
+	rest := p[len(base):]
+	if rest != "" && rest[0] != '/' {
+		return "", false
+	}
+	return rest, true
+}
+
+// isPrivate reports whether a path below the prefix is in the private folder.
+func isPrivate(rest string) bool {
+	first, _, _ := strings.Cut(strings.TrimPrefix(path.Clean(rest), "/"), "/")
+	return strings.EqualFold(first, reservedDir)
+}
+
+// storedFile describes one stored file in the response.
+type storedFile struct {
+	Field       string `json:"field"`
+	Name        string `json:"name"`
+	Path        string `json:"path"`
+	URL         string `json:"url"`
+	Size        int64  `json:"size"`
+	ContentType string `json:"content_type"`
+	SHA256      string `json:"sha256,omitempty"`
+}
+
+// uploadResult is the response to a standard upload.
+type uploadResult struct {
+	UploadID string              `json:"upload_id"`
+	Files    []storedFile        `json:"files"`
+	Fields   map[string][]string `json:"fields"`
+}
+
+// receivedFile is a file part held in a temp file until the request ends.
+type receivedFile struct {
+	storedFile
+	sent string // the name the client sent
+	tmp  string // temp file, relative to the root
+}
+
+// upload is one standard upload request in progress.
+type upload struct {
+	h      *Handler
+	body   *bodyReader
+	files  []*receivedFile
+	fields map[string][]string
+	nField int
+}
+
+// serveUpload receives a multipart/form-data body, streaming each file part
+// to a temp file, and on success moves them all into place.
+func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request) error {
+	mediaType, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mediaType != "multipart/form-data" || params["boundary"] == "" {
+		return h.refuse(w, errInvalidRequest.with(err, "the body must be multipart/form-data with a boundary"))
+	}
+	if h.MaxRequestSize > 0 && r.ContentLength > h.MaxRequestSize {
+		return h.refuse(w, errRequestTooLarge)
+	}
+
+	u := &upload{
+		h:      h,
+		body:   &bodyReader{r: r.Body, limit: h.MaxRequestSize},
+		fields: map[string][]string{},
+	}
+	defer u.discard()
+
+	if err := u.receive(formstream.NewReader(u.body, params["boundary"], 0)); err != nil {
+		return h.refuse(w, err)
+	}
+	if err := u.commit(); err != nil {
+		return h.refuse(w, err)
+	}
+
+	if r.Header.Get("Reflex-Client-Token") != "" && r.Header.Get("Reflex-Event-Handler") != "" {
+		// Reflex's upload.js reads each line of the answer as a state update.
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, "{}\n")
+		return nil
+	}
+	res := uploadResult{UploadID: newID(), Files: make([]storedFile, len(u.files)), Fields: u.fields}
+	for i, f := range u.files {
+		res.Files[i] = f.storedFile
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusCreated)
+	return json.NewEncoder(w).Encode(res)
+}
+
+// refuse answers a client error as JSON, or returns an internal error for
+// Caddy to answer and log.
+func (h *Handler) refuse(w http.ResponseWriter, err error) error {
+	var ue *uploadError
+	if errors.As(err, &ue) {
+		if c := h.logger.Check(zap.DebugLevel, "upload refused"); c != nil {
+			c.Write(zap.String("code", ue.Code), zap.String("file", ue.File), zap.Error(ue.err))
+		}
+		writeError(w, ue)
+		return nil
+	}
+	return caddyhttp.Error(http.StatusInternalServerError, err)
+}
+
+// receive reads every part of the body.
+func (u *upload) receive(mr *formstream.Reader) error {
+	for {
+		part, err := mr.NextPart()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return u.readError(err, "")
+		}
+		if part.HasFileName() {
+			if part.FormName() == reflexArgsField {
+				return errInvalidRequest.with(nil, "%s must be a text field, not a file", reflexArgsField)
+			}
+			if part.FileName() == "" {
+				continue // an empty file input of an HTML form: no file chosen
+			}
+			err = u.receiveFile(part)
+		} else {
+			err = u.receiveField(part)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// readError explains an error met while reading the body.
+func (u *upload) readError(err error, file string) error {
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.Is(err, errBodyTooLarge) || errors.As(err, &tooLarge):
+		return errRequestTooLarge.withFile(file)
+	case u.body.err != nil:
+		return errInvalidRequest.with(err, "reading the request body failed: the client went away or sent too little").withFile(file)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return errInvalidRequest.with(err, "the body ends before the closing multipart boundary").withFile(file)
+	}
+	return errInvalidRequest.with(err, "malformed multipart body: %v", err).withFile(file)
+}
+
+// receiveField keeps a bounded text field.
+func (u *upload) receiveField(part *formstream.Part) error {
+	name := part.FormName()
+	if u.nField++; u.nField > maxFields {
+		return errInvalidRequest.with(nil, "more than %d form fields", maxFields)
+	}
+	value, err := io.ReadAll(io.LimitReader(part, maxFieldBytes+1))
+	if err != nil {
+		return u.readError(err, "")
+	}
+	if len(value) > maxFieldBytes {
+		return errRequestTooLarge.with(nil, "form field %q is larger than 1 MiB", name)
+	}
+	if name == reflexArgsField {
+		var args map[string]json.RawMessage
+		if err := json.Unmarshal(value, &args); err != nil || args == nil {
+			return errInvalidRequest.with(err, "%s must be a JSON object", reflexArgsField)
+		}
+	}
+	u.fields[name] = append(u.fields[name], string(value))
+	return nil
+}
+
+// receiveFile streams one file part into a temp file, enforcing the per-file
+// limits and the accepted types before the bytes are kept.
+func (u *upload) receiveFile(part *formstream.Part) error {
+	h := u.h
+	sent := part.FileName()
+	if h.MaxFiles > 0 && len(u.files) >= h.MaxFiles {
+		return errTooManyFiles.with(nil, "a request may hold at most %d files", h.MaxFiles).withFile(sent)
+	}
+	name, err := sanitizeFilename(sent)
+	if err != nil {
+		return errInvalidFilename.with(err, "%v", err).withFile(sent)
+	}
+	if h.OnConflict == conflictReject && h.root.exists(name) {
+		return errFileExists.withFile(sent)
+	}
+
+	f, tmp, err := h.root.createTemp()
+	if err != nil {
+		return storeError(err)
+	}
+	rf := &receivedFile{sent: sent, tmp: tmp}
+	rf.Field = part.FormName()
+	rf.Path = name
+	u.files = append(u.files, rf) // from here on, discard removes the temp file
+	sink := newFileSink(f, h.Hash == hashSHA256)
+
+	head := make([]byte, 0, sniffLen)
+	var sniffed *mimetype.MIME
+	for {
+		chunk, err := part.Chunk()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			_ = sink.close(false)
+			return u.readError(err, sent)
+		}
+		if h.MaxSize > 0 && rf.Size+int64(len(chunk)) > h.MaxSize {
+			_ = sink.close(false)
+			return errFileTooLarge.with(nil, "file is larger than %d bytes", h.MaxSize).withFile(sent)
+		}
+		rf.Size += int64(len(chunk))
+		if sniffed == nil {
+			head = append(head, chunk[:min(len(chunk), sniffLen-len(head))]...)
+			if len(head) == sniffLen {
+				if sniffed, err = h.checkType(name, part, head); err != nil {
+					_ = sink.close(false)
+					return err
+				}
+			}
+		}
+		if _, err := sink.Write(chunk); err != nil {
+			_ = sink.close(false)
+			return storeError(err)
+		}
+	}
+	if sniffed == nil {
+		if sniffed, err = h.checkType(name, part, head); err != nil {
+			_ = sink.close(false)
+			return err
+		}
+	}
+	if rf.Size < h.MinSize {
+		_ = sink.close(false)
+		return errFileTooSmall.with(nil, "file is smaller than %d bytes", h.MinSize).withFile(sent)
+	}
+	if err := sink.close(h.fsync); err != nil {
+		return storeError(err)
+	}
+	rf.ContentType = sniffed.String()
+	rf.SHA256 = sink.sum()
+	return nil
+}
+
+// checkType sniffs the head of a file and checks it against accept.
+func (h *Handler) checkType(name string, part *formstream.Part, head []byte) (*mimetype.MIME, error) {
+	sniffed := mimetype.Detect(head)
+	if err := h.accept.check(name, part.Header.Get("Content-Type"), sniffed); err != nil {
+		return nil, errInvalidType.with(err, "file type is not accepted: %v", err).withFile(part.FileName())
+	}
+	return sniffed, nil
+}
+
+// commit moves every received file into place. Before it moves any, it
+// checks that no name is blocked by a folder or by a file on its path, so
+// that a request refused for a name leaves nothing behind.
+func (u *upload) commit() error {
+	h := u.h
+	for _, f := range u.files {
+		if err := h.root.checkPlace(f.Path, h.OnConflict); err != nil {
+			return storeError(err)
+		}
+	}
+	for i, f := range u.files {
+		stored, err := h.root.commit(f.tmp, f.Path, h.OnConflict, h.fsync)
+		if err != nil {
+			u.uncommit(u.files[:i])
+			return err
+		}
+		f.tmp = ""
+		f.Path = stored
+		f.Name = path.Base(stored)
+		f.URL = h.fileURL(stored)
+	}
+	return nil
+}
+
+// uncommit removes files this request stored, where that undoes it: a file
+// that replaced another (overwrite) cannot be given back, so it stays.
+func (u *upload) uncommit(done []*receivedFile) {
+	if u.h.OnConflict == conflictOverwrite {
+		return
+	}
+	for _, f := range done {
+		_ = u.h.root.root.Remove(f.Path)
+	}
+}
+
+// discard removes the temp files that were not moved into place.
+func (u *upload) discard() {
+	for _, f := range u.files {
+		if f.tmp != "" {
+			_ = u.h.root.root.Remove(f.tmp)
+		}
+	}
+}
+
+// fileURL is the URL a stored file is served at.
+func (h *Handler) fileURL(stored string) string {
+	return strings.TrimSuffix(h.Prefix, "/") + (&url.URL{Path: "/" + stored}).EscapedPath()
+}
+
+// newID returns a random 128-bit id in hex.
+func newID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

@@ -1,0 +1,197 @@
+// Package reflexupload is a Caddy HTTP handler that gives any site a complete
+// file-upload backend: streaming multipart uploads with limits enforced while
+// the bytes arrive, all-or-nothing storage under a root folder, and safe
+// serving of what was stored. See README.md for the URL space and options.
+package reflexupload
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/fileserver"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Defaults of the options.
+const (
+	defaultRoot   = "uploaded_files"
+	defaultPrefix = "/_upload"
+	rootEnvVar    = "REFLEX_UPLOADED_FILES_DIR"
+)
+
+// Conflict policies: what a new file does to one of the same name.
+const (
+	conflictOverwrite = "overwrite"
+	conflictRename    = "rename"
+	conflictReject    = "reject"
+)
+
+// Hash algorithms reported per file.
+const (
+	hashSHA256 = "sha256"
+	hashNone   = "none"
+)
+
+// Handler is the reflex_upload HTTP handler: a file-upload backend for the
+// site. It answers the requests under its prefix (uploads, and GET/HEAD of
+// stored files) and passes every other request to the next handler.
+type Handler struct {
+	// The folder uploaded files are stored in, created if missing. Global
+	// placeholders such as {env.VAR} are expanded. Default: the value of the
+	// REFLEX_UPLOADED_FILES_DIR environment variable if set, else
+	// "./uploaded_files" (both as Reflex does). Its ".uploads" subfolder is
+	// private to the module (temporary files) and never served.
+	Root string `json:"root,omitempty"`
+
+	// The URL path under which uploads are received (POST {prefix}) and
+	// stored files are served (GET {prefix}/{path}). It starts with "/" and
+	// has no trailing slash. Default: "/_upload".
+	Prefix string `json:"prefix,omitempty"`
+
+	// The largest size of one file, in bytes; a larger file is refused with
+	// 413 file-too-large as soon as the limit is passed. 0 means no limit
+	// (the default).
+	MaxSize int64 `json:"max_size,omitempty"`
+
+	// The smallest size of one file, in bytes; a smaller file is refused with
+	// 422 file-too-small. 0 means no minimum (the default).
+	MinSize int64 `json:"min_size,omitempty"`
+
+	// The most files one request may hold; one more is refused with 422
+	// too-many-files. 0 means no limit (the default).
+	MaxFiles int `json:"max_files,omitempty"`
+
+	// The largest size of a whole upload request body, in bytes, counted as
+	// it is read; a larger one is refused with 413 request-too-large. 0 means
+	// no limit (the default).
+	MaxRequestSize int64 `json:"max_request_size,omitempty"`
+
+	// The file types accepted, in the form of react-dropzone's accept prop,
+	// flattened: MIME types ("image/png"), wildcards ("image/*") and
+	// extensions (".pdf"). A file must match by its name, its declared type
+	// and its content (magic bytes), or it is refused with 415
+	// file-invalid-type. Empty means any type (the default).
+	Accept []string `json:"accept,omitempty"`
+
+	// What a new file does when one of the same name exists: "overwrite"
+	// replaces it atomically (the default, as Reflex apps do), "rename" stores
+	// the new one as "name (1).ext", "reject" refuses it with 409 file-exists.
+	OnConflict string `json:"on_conflict,omitempty"`
+
+	// Whether each file (and its folder) is flushed to stable storage before
+	// the upload is answered, so that a 201 means the bytes are on disk.
+	// Default: true.
+	Fsync *bool `json:"fsync,omitempty"`
+
+	// The hash computed while each file is received and reported with it:
+	// "sha256" (the default) or "none".
+	Hash string `json:"hash,omitempty"`
+
+	root   *uploadRoot
+	accept acceptRules
+	fsync  bool
+	files  *fileserver.FileServer
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.reflex_upload",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision fills in the defaults, opens the upload root and sets up serving.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+
+	if h.Root == "" {
+		h.Root = os.Getenv(rootEnvVar)
+	}
+	if h.Root == "" {
+		h.Root = defaultRoot
+	}
+	h.Root = caddy.NewReplacer().ReplaceKnown(h.Root, "")
+	if h.Prefix == "" {
+		h.Prefix = defaultPrefix
+	}
+	if h.OnConflict == "" {
+		h.OnConflict = conflictOverwrite
+	}
+	if h.Hash == "" {
+		h.Hash = hashSHA256
+	}
+	h.fsync = h.Fsync == nil || *h.Fsync
+
+	var err error
+	if h.accept, err = parseAccept(h.Accept); err != nil {
+		return fmt.Errorf("accept: %w", err)
+	}
+
+	if h.root, err = openUploadRoot(h.Root, h.logger); err != nil {
+		return err
+	}
+
+	h.files = &fileserver.FileServer{
+		Root:          h.root.dir,
+		Hide:          []string{filepath.Join(h.root.dir, reservedDir)},
+		IndexNames:    []string{}, // a folder is never answered with an index file
+		CanonicalURIs: new(bool),  // nor redirected: folders are simply not found
+	}
+	if err := h.files.Provision(ctx); err != nil {
+		return fmt.Errorf("provisioning file server: %w", err)
+	}
+	return nil
+}
+
+// Validate checks the configuration.
+func (h *Handler) Validate() error {
+	if !strings.HasPrefix(h.Prefix, "/") || (h.Prefix != "/" && strings.HasSuffix(h.Prefix, "/")) ||
+		path.Clean(h.Prefix) != h.Prefix || strings.ContainsAny(h.Prefix, "{}?#") {
+		return fmt.Errorf("prefix: %q must be a clean path that starts with / and has no trailing slash", h.Prefix)
+	}
+	if h.MaxSize < 0 || h.MinSize < 0 || h.MaxRequestSize < 0 || h.MaxFiles < 0 {
+		return errors.New("max_size, min_size, max_request_size and max_files cannot be negative")
+	}
+	if h.MaxSize > 0 && h.MinSize > h.MaxSize {
+		return fmt.Errorf("min_size (%d) is larger than max_size (%d)", h.MinSize, h.MaxSize)
+	}
+	switch h.OnConflict {
+	case conflictOverwrite, conflictRename, conflictReject:
+	default:
+		return fmt.Errorf("on_conflict: %q is not one of overwrite, rename, reject", h.OnConflict)
+	}
+	switch h.Hash {
+	case hashSHA256, hashNone:
+	default:
+		return fmt.Errorf("hash: %q is not one of sha256, none", h.Hash)
+	}
+	return nil
+}
+
+// Cleanup releases the upload root.
+func (h *Handler) Cleanup() error {
+	if h.root != nil {
+		return h.root.release()
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

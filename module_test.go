@@ -1,0 +1,210 @@
+package reflexupload
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func TestUnmarshalCaddyfile(t *testing.T) {
+	off := false
+	for _, tc := range []struct {
+		name  string
+		input string
+		want  Handler
+		err   string // substring of the error; "" means it parses
+	}{
+		{name: "empty", input: `reflex_upload`, want: Handler{}},
+		{name: "empty block", input: "reflex_upload {\n}", want: Handler{}},
+		{name: "every option", input: `reflex_upload {
+			root /srv/up
+			prefix /files
+			max_size 10MiB
+			min_size 1kB
+			max_files 3
+			max_request_size 1GB
+			accept image/* .pdf
+			accept text/plain
+			on_conflict reject
+			fsync off
+			hash none
+		}`, want: Handler{
+			Root: "/srv/up", Prefix: "/files", MaxSize: 10 << 20, MinSize: 1000, MaxFiles: 3,
+			MaxRequestSize: 1_000_000_000, Accept: []string{"image/*", ".pdf", "text/plain"},
+			OnConflict: "reject", Fsync: &off, Hash: "none",
+		}},
+		{name: "placeholder root kept raw", input: "reflex_upload {\nroot {env.UPLOADS}\n}", want: Handler{Root: "{env.UPLOADS}"}},
+		{name: "fsync on", input: "reflex_upload {\nfsync on\n}", want: Handler{}},
+		{name: "rename", input: "reflex_upload {\non_conflict rename\n}", want: Handler{OnConflict: "rename"}},
+		{name: "overwrite", input: "reflex_upload {\non_conflict overwrite\n}", want: Handler{OnConflict: "overwrite"}},
+		{name: "max_files zero", input: "reflex_upload {\nmax_files 0\n}", want: Handler{}},
+
+		{name: "argument on directive", input: `reflex_upload extra`, err: "wrong argument count"},
+		{name: "unknown option", input: "reflex_upload {\nmax_zise 1MB\n}", err: "unrecognized reflex_upload option 'max_zise'"},
+		{name: "duplicate option", input: "reflex_upload {\nmax_size 1MB\nmax_size 2MB\n}", err: "option 'max_size' is given twice"},
+		{name: "root no arg", input: "reflex_upload {\nroot\n}", err: "wrong argument count"},
+		{name: "root two args", input: "reflex_upload {\nroot a b\n}", err: "wrong argument count"},
+		{name: "prefix no arg", input: "reflex_upload {\nprefix\n}", err: "wrong argument count"},
+		{name: "max_size bad", input: "reflex_upload {\nmax_size lots\n}", err: "parsing max_size"},
+		{name: "max_size no arg", input: "reflex_upload {\nmax_size\n}", err: "wrong argument count"},
+		{name: "max_size huge", input: "reflex_upload {\nmax_size 16EiB\n}", err: "parsing max_size"},
+		{name: "min_size bad", input: "reflex_upload {\nmin_size -1\n}", err: "parsing min_size"},
+		{name: "max_request_size bad", input: "reflex_upload {\nmax_request_size 1QB\n}", err: "parsing max_request_size"},
+		{name: "max_request_size two args", input: "reflex_upload {\nmax_request_size 1MB 2MB\n}", err: "wrong argument count"},
+		{name: "max_files not a number", input: "reflex_upload {\nmax_files many\n}", err: "parsing max_files"},
+		{name: "max_files negative", input: "reflex_upload {\nmax_files -2\n}", err: "parsing max_files"},
+		{name: "max_files no arg", input: "reflex_upload {\nmax_files\n}", err: "wrong argument count"},
+		{name: "accept no arg", input: "reflex_upload {\naccept\n}", err: "wrong argument count"},
+		{name: "accept bad entry", input: "reflex_upload {\naccept png\n}", err: "parsing accept"},
+		{name: "accept bad wildcard", input: "reflex_upload {\naccept image/p*\n}", err: "parsing accept"},
+		{name: "on_conflict bad", input: "reflex_upload {\non_conflict merge\n}", err: "parsing on_conflict"},
+		{name: "on_conflict no arg", input: "reflex_upload {\non_conflict\n}", err: "wrong argument count"},
+		{name: "fsync bad", input: "reflex_upload {\nfsync maybe\n}", err: "parsing fsync"},
+		{name: "fsync no arg", input: "reflex_upload {\nfsync\n}", err: "wrong argument count"},
+		{name: "hash bad", input: "reflex_upload {\nhash md5\n}", err: "parsing hash"},
+		{name: "hash two args", input: "reflex_upload {\nhash sha256 none\n}", err: "wrong argument count"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var h Handler
+			err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error = %v; want one containing %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("unexpected error: %v", err)
+			}
+			if !reflect.DeepEqual(h, tc.want) {
+				t.Fatalf("parsed\n%+v\nwant\n%+v", h, tc.want)
+			}
+		})
+	}
+}
+
+func TestValidate(t *testing.T) {
+	valid := func() Handler {
+		return Handler{Prefix: "/_upload", OnConflict: "overwrite", Hash: "sha256"}
+	}
+	for _, tc := range []struct {
+		name   string
+		modify func(*Handler)
+		err    string
+	}{
+		{name: "defaults", modify: func(*Handler) {}},
+		{name: "root prefix", modify: func(h *Handler) { h.Prefix = "/" }},
+		{name: "nested prefix", modify: func(h *Handler) { h.Prefix = "/api/files" }},
+		{name: "prefix without slash", modify: func(h *Handler) { h.Prefix = "upload" }, err: "prefix"},
+		{name: "prefix trailing slash", modify: func(h *Handler) { h.Prefix = "/upload/" }, err: "prefix"},
+		{name: "prefix unclean", modify: func(h *Handler) { h.Prefix = "/a/../b" }, err: "prefix"},
+		{name: "prefix placeholder", modify: func(h *Handler) { h.Prefix = "/{x}" }, err: "prefix"},
+		{name: "negative size", modify: func(h *Handler) { h.MaxSize = -1 }, err: "negative"},
+		{name: "negative files", modify: func(h *Handler) { h.MaxFiles = -1 }, err: "negative"},
+		{name: "min over max", modify: func(h *Handler) { h.MinSize, h.MaxSize = 10, 5 }, err: "min_size"},
+		{name: "min without max", modify: func(h *Handler) { h.MinSize = 10 }},
+		{name: "bad conflict", modify: func(h *Handler) { h.OnConflict = "merge" }, err: "on_conflict"},
+		{name: "bad hash", modify: func(h *Handler) { h.Hash = "md5" }, err: "hash"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := valid()
+			tc.modify(&h)
+			err := h.Validate()
+			if tc.err == "" && err != nil {
+				t.Fatalf("unexpected error: %v", err)
+			}
+			if tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
+				t.Fatalf("error = %v; want one containing %q", err, tc.err)
+			}
+		})
+	}
+}
+
+func TestParseAccept(t *testing.T) {
+	for _, tc := range []struct {
+		entries []string
+		ok      bool
+	}{
+		{[]string{"image/png", "image/*", ".pdf", "*/*", "*", "application/vnd.ms-excel", "IMAGE/PNG", ".TAR.GZ"}, true},
+		{[]string{"png"}, false},
+		{[]string{"."}, false},
+		{[]string{"image/"}, false},
+		{[]string{"/png"}, false},
+		{[]string{"image/png/x"}, false},
+		{[]string{"*/png"}, false},
+		{[]string{"image/p*"}, false},
+		{[]string{".p/ng"}, false},
+		{[]string{"image/png;;"}, false},
+	} {
+		_, err := parseAccept(tc.entries)
+		if (err == nil) != tc.ok {
+			t.Errorf("parseAccept(%q) error = %v; want ok=%v", tc.entries, err, tc.ok)
+		}
+	}
+}
+
+// TestAdaptExample adapts Caddyfile.example and compares it with the golden
+// JSON in testdata (go test -run TestAdaptExample -update rewrites it).
+func TestAdaptExample(t *testing.T) {
+	src, err := os.ReadFile("Caddyfile.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt(src, map[string]any{"filename": "Caddyfile.example"})
+	if err != nil {
+		t.Fatalf("adapting Caddyfile.example: %v", err)
+	}
+	if len(warnings) > 0 {
+		t.Errorf("adapting Caddyfile.example warned: %+v", warnings)
+	}
+	var pretty bytes.Buffer
+	if err := json.Indent(&pretty, out, "", "\t"); err != nil {
+		t.Fatal(err)
+	}
+	pretty.WriteByte('\n')
+	const golden = "testdata/Caddyfile.example.json"
+	if *update {
+		if err := os.WriteFile(golden, pretty.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(pretty.Bytes(), want) {
+		t.Errorf("Caddyfile.example adapts to\n%s\nwant (%s)\n%s", pretty.Bytes(), golden, want)
+	}
+	// The module orders itself: its handler runs before the file server.
+	upload := bytes.Index(out, []byte(`"handler":"reflex_upload"`))
+	files := bytes.Index(out, []byte(`"handler":"file_server"`))
+	if upload < 0 || files < 0 || upload > files {
+		t.Errorf("reflex_upload (at %d) must come before file_server (at %d) in %s", upload, files, out)
+	}
+}
+
+// TestDirectiveOrder checks that a site with reflex_upload beside a handle
+// block, reverse_proxy or file_server needs no order line.
+func TestDirectiveOrder(t *testing.T) {
+	for _, other := range []string{"reverse_proxy localhost:9", "file_server", "handle {\n\trespond ok\n}", "respond ok"} {
+		src := ":80 {\n" + other + "\nreflex_upload\n}\n"
+		out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(src), nil)
+		if err != nil {
+			t.Fatalf("adapting %q: %v", src, err)
+		}
+		if i := bytes.Index(out, []byte(`"handler":"reflex_upload"`)); i < 0 || i > bytes.Index(out, []byte(`"handler":`)) {
+			t.Errorf("with %q, reflex_upload is not the first handler: %s", other, out)
+		}
+	}
+}

@@ -1,0 +1,86 @@
+package reflexupload
+
+import (
+	"errors"
+	"strings"
+	"unicode/utf8"
+)
+
+// reservedDir is the module's private folder inside the upload root (temp
+// files, tus state). No stored path may start with it and it is never served.
+const reservedDir = ".uploads"
+
+// Limits on a sanitised name, so that a hostile name fails as a client error
+// here rather than as an operating-system error later.
+const (
+	maxNameBytes    = 1024 // the whole relative path
+	maxSegmentBytes = 255  // one folder or file name (NAME_MAX on Linux)
+)
+
+// Reasons a client-supplied file name is refused.
+var (
+	errNameEmpty    = errors.New("file name is empty after sanitising")
+	errNameControl  = errors.New("file name holds NUL or control characters")
+	errNameEncoding = errors.New("file name is not valid UTF-8")
+	errNameReserved = errors.New("file name starts with the reserved folder " + reservedDir)
+	errNameTooLong  = errors.New("file name is too long")
+)
+
+// sanitizeFilename turns a client-supplied file name into a clean relative
+// slash-separated path under the upload root, or refuses it.
+//
+// It follows Reflex: a backslash is a separator; an absolute path or one with
+// a drive letter keeps only its base name; empty, "." and ".." segments are
+// dropped (not resolved), so relative folders such as "photos/2026/a.png"
+// are kept. It is then stricter: NUL, control characters and invalid UTF-8
+// are refused, as are names that end up empty, start with the reserved
+// folder, or exceed the length limits. The result never starts with "/",
+// never holds a "." or ".." segment, and so never leaves the root.
+func sanitizeFilename(name string) (string, error) {
+	if !utf8.ValidString(name) {
+		return "", errNameEncoding
+	}
+	for _, r := range name {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			return "", errNameControl
+		}
+	}
+	name = strings.ReplaceAll(name, `\`, "/")
+	absolute := strings.HasPrefix(name, "/")
+	if hasDriveLetter(name) {
+		absolute, name = true, name[2:]
+	}
+
+	var kept []string
+	for seg := range strings.SplitSeq(name, "/") {
+		switch seg {
+		case "", ".", "..":
+			continue
+		}
+		kept = append(kept, seg)
+	}
+	if absolute && len(kept) > 0 {
+		kept = kept[len(kept)-1:]
+	}
+	if len(kept) == 0 {
+		return "", errNameEmpty
+	}
+	if strings.EqualFold(kept[0], reservedDir) {
+		return "", errNameReserved
+	}
+	for _, seg := range kept {
+		if len(seg) > maxSegmentBytes {
+			return "", errNameTooLong
+		}
+	}
+	clean := strings.Join(kept, "/")
+	if len(clean) > maxNameBytes {
+		return "", errNameTooLong
+	}
+	return clean, nil
+}
+
+// hasDriveLetter reports whether s starts with a Windows drive such as "C:".
+func hasDriveLetter(s string) bool {
+	return len(s) >= 2 && s[1] == ':' && ('a' <= s[0]|0x20 && s[0]|0x20 <= 'z')
+}

@@ -1,0 +1,110 @@
+package reflexupload
+
+import (
+	"errors"
+	"path"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestSanitizeFilename(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want string // "" means refused
+		err  error
+	}{
+		{in: "a.png", want: "a.png"},
+		{in: "photos/2026/a.png", want: "photos/2026/a.png"},
+		{in: "a/./b/../c", want: "a/b/c"},
+		{in: "../../x", want: "x"},
+		{in: `..\secret.txt`, want: "secret.txt"},
+		{in: `C:\Users\n\r.csv`, want: "r.csv"},
+		{in: `c:relative.txt`, want: "relative.txt"},
+		{in: `\\server\share\f.txt`, want: "f.txt"},
+		{in: "/abs/path", want: "path"},
+		{in: "A:.", err: errNameEmpty},
+		{in: "/dir/a.png", want: "a.png"},
+		{in: "./a.png", want: "a.png"},
+		{in: "dir/sub/a.png", want: "dir/sub/a.png"},
+		{in: "a//b///c.txt", want: "a/b/c.txt"},
+		{in: "dir/", want: "dir"},
+		{in: "...", want: "..."},
+		{in: "日本語/ファイル.txt", want: "日本語/ファイル.txt"},
+		{in: ".", err: errNameEmpty},
+		{in: "..", err: errNameEmpty},
+		{in: "/..", err: errNameEmpty},
+		{in: "../..", err: errNameEmpty},
+		{in: "", err: errNameEmpty},
+		{in: "/", err: errNameEmpty},
+		{in: `C:\`, err: errNameEmpty},
+		{in: "a\x00.png", err: errNameControl},
+		{in: "a\n.png", err: errNameControl},
+		{in: "C:\\Users\n\r.csv", err: errNameControl}, // real control characters this time
+		{in: "tab\there", err: errNameControl},
+		{in: "del\x7f", err: errNameControl},
+		{in: "c1\u0085", err: errNameControl},
+		{in: "bad\xffutf8", err: errNameEncoding},
+		{in: ".uploads/x", err: errNameReserved},
+		{in: ".UPLOADS/x", err: errNameReserved},
+		{in: "../.uploads/tmp-1", err: errNameReserved},
+		{in: ".uploads", err: errNameReserved},
+		{in: "x/.uploads/y", want: "x/.uploads/y"}, // only the root's own private folder is reserved
+		{in: strings.Repeat("a", 256), err: errNameTooLong},
+		{in: strings.Repeat("a/", 600) + "b", err: errNameTooLong},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			got, err := sanitizeFilename(tc.in)
+			if tc.err != nil {
+				if !errors.Is(err, tc.err) || got != "" {
+					t.Fatalf("sanitizeFilename(%q) = %q, %v; want refusal %v", tc.in, got, err, tc.err)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("sanitizeFilename(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+			}
+		})
+	}
+}
+
+// FuzzSanitizeFilename checks the property the storage relies on: a name is
+// refused, or it is a clean relative path that stays inside the root.
+func FuzzSanitizeFilename(f *testing.F) {
+	for _, s := range []string{
+		"../../x", `..\secret.txt`, `C:\Users\n\r.csv`, "/abs/path", "a/./b/../c", "photos/2026/a.png",
+		".", "..", "/..", "", "a\x00b", ".uploads/x", `\\?\C:\x`, "a/../../b", "....//....//etc/passwd",
+		"%2e%2e/x", "\u202egnp.exe", "x/" + strings.Repeat("y", 300),
+	} {
+		f.Add(s)
+	}
+	root := filepath.FromSlash("/srv/uploads")
+	f.Fuzz(func(t *testing.T, in string) {
+		got, err := sanitizeFilename(in)
+		if err != nil {
+			if got != "" {
+				t.Fatalf("refused %q but returned %q", in, got)
+			}
+			return
+		}
+		if got == "" || path.IsAbs(got) || path.Clean(got) != got || strings.Contains(got, `\`) {
+			t.Fatalf("sanitizeFilename(%q) = %q: not a clean relative path", in, got)
+		}
+		for seg := range strings.SplitSeq(got, "/") {
+			if seg == "" || seg == "." || seg == ".." {
+				t.Fatalf("sanitizeFilename(%q) = %q: bad segment %q", in, got, seg)
+			}
+		}
+		if first, _, _ := strings.Cut(got, "/"); strings.EqualFold(first, reservedDir) {
+			t.Fatalf("sanitizeFilename(%q) = %q: in the private folder", in, got)
+		}
+		if joined := filepath.Join(root, got); !strings.HasPrefix(joined, root+string(filepath.Separator)) {
+			t.Fatalf("sanitizeFilename(%q) = %q: %q leaves the root", in, got, joined)
+		}
+		for _, r := range got {
+			if r < 0x20 || r == 0x7f {
+				t.Fatalf("sanitizeFilename(%q) = %q: control character", in, got)
+			}
+		}
+	})
+}

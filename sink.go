@@ -1,0 +1,78 @@
+package reflexupload
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"hash"
+	"os"
+)
+
+// parallelHashMin is the smallest write whose hashing is handed to the
+// hashing goroutine; smaller ones are cheaper to hash in line.
+const parallelHashMin = 64 << 10
+
+// fileSink writes a file and, when asked, hashes the same bytes beside the
+// write on another goroutine, so that hashing does not add its time to the
+// upload's.
+type fileSink struct {
+	f    *os.File
+	h    hash.Hash
+	work chan []byte
+	done chan struct{}
+}
+
+func newFileSink(f *os.File, withHash bool) *fileSink {
+	s := &fileSink{f: f}
+	if withHash {
+		s.h = sha256.New()
+		s.work = make(chan []byte)
+		s.done = make(chan struct{})
+		go func() {
+			for p := range s.work {
+				s.h.Write(p)
+				s.done <- struct{}{}
+			}
+		}()
+	}
+	return s
+}
+
+// Write writes p to the file and the hash. p is not used after it returns.
+func (s *fileSink) Write(p []byte) (int, error) {
+	if s.h == nil {
+		return s.f.Write(p)
+	}
+	if len(p) < parallelHashMin {
+		s.h.Write(p)
+		return s.f.Write(p)
+	}
+	s.work <- p
+	n, err := s.f.Write(p)
+	<-s.done
+	return n, err
+}
+
+// sum returns the hex digest, or "" without a hash.
+func (s *fileSink) sum() string {
+	if s.h == nil {
+		return ""
+	}
+	return hex.EncodeToString(s.h.Sum(nil))
+}
+
+// close stops the hashing goroutine, flushes the file when fsync is set and
+// closes it. Its error carries any write error the file system deferred.
+func (s *fileSink) close(fsync bool) error {
+	if s.work != nil {
+		close(s.work)
+		s.work = nil
+	}
+	var err error
+	if fsync {
+		err = s.f.Sync()
+	}
+	if cerr := s.f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
