@@ -58,6 +58,13 @@ type part struct {
 	ctype string
 	data  []byte
 	value string // a text field when name is ""
+	// disposition, when set, is sent as the Content-Disposition as it is.
+	disposition string
+}
+
+// quoteParam quotes a header parameter as Go's multipart.Writer does.
+func quoteParam(s string) string {
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
 }
 
 // multipartBody encodes parts as multipart/form-data.
@@ -79,7 +86,10 @@ func multipartBody(t *testing.T, parts ...part) (*bytes.Buffer, string) {
 			}
 		} else {
 			h := textproto.MIMEHeader{}
-			h.Set("Content-Disposition", fmt.Sprintf(`form-data; name=%q; filename=%q`, field, p.name))
+			h.Set("Content-Disposition", "form-data; name="+quoteParam(field)+"; filename="+quoteParam(p.name))
+			if p.disposition != "" {
+				h.Set("Content-Disposition", p.disposition)
+			}
 			ctype := p.ctype
 			if ctype == "" {
 				ctype = "application/octet-stream"
