@@ -24,13 +24,12 @@ type fileSink struct {
 func newFileSink(f *os.File, withHash bool) *fileSink {
 	s := &fileSink{f: f}
 	if withHash {
-		s.h = sha256.New()
-		s.work = make(chan []byte)
-		s.done = make(chan struct{})
+		h, work, done := sha256.New(), make(chan []byte), make(chan struct{})
+		s.h, s.work, s.done = h, work, done
 		go func() {
-			for p := range s.work {
-				s.h.Write(p)
-				s.done <- struct{}{}
+			for p := range work {
+				h.Write(p)
+				done <- struct{}{}
 			}
 		}()
 	}

@@ -244,6 +244,7 @@ func run(o options) error {
 			name, slug, extra string
 		}{
 			{"caddy fsync off, hash none", "caddy-fast", "\t\tfsync off\n\t\thash none\n"},
+			{"caddy fsync off, hash sha256", "caddy-hash", "\t\tfsync off\n"},
 			{"caddy defaults", "caddy-defaults", ""},
 		} {
 			dir, err := mkdir(base, c.slug)
