@@ -3,6 +3,7 @@ package reflexupload
 import (
 	"strconv"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -37,6 +38,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		on_conflict      overwrite|rename|reject
 //		fsync            on|off
 //		hash             sha256|none
+//		owner            <placeholder>
+//		progress_retention <duration>
 //	}
 //
 // Sizes take humanize units (MB = 10^6 bytes, MiB = 2^20 bytes). accept may
@@ -56,7 +59,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		seen[opt] = true
 
 		switch opt {
-		case "root", "prefix", "on_conflict", "hash":
+		case "root", "prefix", "on_conflict", "hash", "owner":
 			var v string
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
@@ -66,6 +69,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.Root = v
 			case "prefix":
 				h.Prefix = v
+			case "owner":
+				h.Owner = v
 			case "on_conflict":
 				if v != conflictOverwrite && v != conflictRename && v != conflictReject {
 					return d.Errf("parsing on_conflict: %q is not overwrite, rename or reject", v)
@@ -119,6 +124,17 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("parsing accept: %v", err)
 			}
 			h.Accept = append(h.Accept, args...)
+
+		case "progress_retention":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(v)
+			if err != nil || dur <= 0 {
+				return d.Errf("parsing progress_retention: %q is not a positive duration", v)
+			}
+			h.ProgressRetention = caddy.Duration(dur)
 
 		case "fsync":
 			var v string

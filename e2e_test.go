@@ -44,11 +44,17 @@ http://localhost:9080 {
 	respond "next handler" 200
 }
 `, strings.ReplaceAll(directives, "ROOT", root))
-	caddytest.NewTester(t).InitServer(config, "caddyfile")
+	newTester(t).InitServer(config, "caddyfile")
 	if t.Failed() {
 		t.FailNow()
 	}
 	return root
+}
+
+// newTester is Caddy's test harness, whose failures stop the test.
+func newTester(t *testing.T) *caddytest.Tester {
+	t.Helper()
+	return caddytest.NewTester(t)
 }
 
 // part is one part of a multipart body: a file when name is set.
@@ -317,12 +323,20 @@ func TestE2EStoreAndServe(t *testing.T) {
 		defer os.Remove(tmp)
 		for _, p := range []string{
 			"/_upload/photos", "/_upload/photos/", "/_upload/", "/_upload", "/_upload/missing.txt",
-			"/_upload/.uploads/tmp-visible", "/_upload/.uploads/", "/_upload/.UPLOADS/tmp-visible",
-			"/_upload/photos/../.uploads/tmp-visible", "/_upload/%2e%75ploads/tmp-visible",
+			"/_upload/.uploads/", "/_upload/.UPLOADS/tmp-visible", "/_upload/.uploads/a/b",
 		} {
 			res, body := get(t, p)
 			if res.StatusCode != http.StatusNotFound || bytes.Contains(body, []byte("secret")) || bytes.Contains(body, []byte("a.png")) {
 				t.Errorf("GET %s: status %d, body %q; want 404 and nothing listed", p, res.StatusCode, body)
+			}
+		}
+		// Under .uploads/{id} is the progress of upload {id}, never a file.
+		for _, p := range []string{
+			"/_upload/.uploads/tmp-visible", "/_upload/photos/../.uploads/tmp-visible", "/_upload/%2e%75ploads/tmp-visible",
+		} {
+			res, body := get(t, p)
+			if res.StatusCode != http.StatusOK || decode[progressBody](t, body).State != stateStarting || bytes.Contains(body, []byte("secret")) {
+				t.Errorf("GET %s: status %d, body %q; want the progress of an unknown upload", p, res.StatusCode, body)
 			}
 		}
 	})

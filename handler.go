@@ -1,6 +1,7 @@
 package reflexupload
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -11,7 +12,9 @@ import (
 	"net/url"
 	"path"
 	"strings"
+	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/gabriel-vasile/mimetype"
 	"go.uber.org/zap"
@@ -39,13 +42,35 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	case (rest == "" || rest == "/") && r.Method == http.MethodPost:
 		return h.serveUpload(w, r)
 	case isPrivate(rest):
-		// The private folder: progress, cancel and tus live here; until a
-		// handler claims a request it is simply not found, never served.
-		return caddyhttp.Error(http.StatusNotFound, errors.New("no such upload"))
+		return h.servePrivate(w, r, rest)
 	case r.Method == http.MethodGet || r.Method == http.MethodHead:
 		return h.serveFile(w, r, next, rest)
 	}
 	return next.ServeHTTP(w, r)
+}
+
+// servePrivate answers the requests for {prefix}/.uploads/{id}: progress
+// and cancel. Nothing in the private folder is ever served.
+func (h *Handler) servePrivate(w http.ResponseWriter, r *http.Request, rest string) error {
+	id, ok := strings.CutPrefix(path.Clean(rest), "/"+reservedDir+"/")
+	if ok && validID.MatchString(id) {
+		switch r.Method {
+		case http.MethodGet:
+			return h.serveProgress(w, r, id)
+		case http.MethodDelete:
+			return h.serveCancel(w, r, id)
+		}
+	}
+	return caddyhttp.Error(http.StatusNotFound, errors.New("no such upload"))
+}
+
+// ownerOf evaluates the owner placeholder for a request.
+func (h *Handler) ownerOf(r *http.Request) string {
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if repl == nil {
+		return ""
+	}
+	return repl.ReplaceAll(h.Owner, "")
 }
 
 // underPrefix reports whether p is the prefix or below it, and what follows
@@ -103,16 +128,13 @@ type upload struct {
 }
 
 // serveUpload receives a multipart/form-data body, streaming each file part
-// to a temp file, and on success moves them all into place.
+// to a temp file, and on success moves them all into place. The upload is
+// in the progress registry from start to end, and can be cancelled there.
 func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request) error {
-	mediaType, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || mediaType != "multipart/form-data" || params["boundary"] == "" {
-		return h.refuse(w, errInvalidRequest.with(err, "the body must be multipart/form-data with a boundary"))
+	id, err := uploadIDOf(r)
+	if err != nil {
+		return h.refuse(w, err)
 	}
-	if h.MaxRequestSize > 0 && r.ContentLength > h.MaxRequestSize {
-		return h.refuse(w, errRequestTooLarge)
-	}
-
 	u := &upload{
 		h:      h,
 		body:   &bodyReader{r: r.Body, limit: h.MaxRequestSize},
@@ -120,10 +142,32 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request) error {
 	}
 	defer u.discard()
 
-	if err := u.receive(formstream.NewReader(u.body, params["boundary"], 0)); err != nil {
-		return h.refuse(w, err)
+	ctx, cancel, stop := cancellable(w, r)
+	defer stop()
+	size := r.ContentLength
+	if size < 0 {
+		size = -1
 	}
-	if err := u.commit(); err != nil {
+	entry := &progressEntry{
+		key:      h.requestKey(r, id),
+		kind:     kindMultipart,
+		size:     size,
+		received: u.body.n.Load,
+		cancel:   cancel,
+	}
+	if err := h.root.progress.start(entry); err != nil {
+		return h.refuse(w, errUploadIDInUse)
+	}
+	metrics.inFlight.WithLabelValues(kindMultipart).Inc()
+	defer metrics.inFlight.WithLabelValues(kindMultipart).Dec()
+	began := time.Now()
+
+	err = u.run(r)
+	if err != nil && errors.Is(context.Cause(ctx), errCancelled) {
+		err = errUploadCancelled
+	}
+	h.finish(r, entry, u, err, began)
+	if err != nil {
 		return h.refuse(w, err)
 	}
 
@@ -134,14 +178,73 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request) error {
 		_, _ = io.WriteString(w, "{}\n")
 		return nil
 	}
-	res := uploadResult{UploadID: newID(), Files: make([]storedFile, len(u.files)), Fields: u.fields}
-	for i, f := range u.files {
-		res.Files[i] = f.storedFile
-	}
+	res := uploadResult{UploadID: id, Files: u.stored(), Fields: u.fields}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusCreated)
 	return json.NewEncoder(w).Encode(res)
+}
+
+// uploadIDOf gives the id the client chose for its upload (X-Progress-ID,
+// as a header or a query parameter), or a new random one.
+func uploadIDOf(r *http.Request) (string, error) {
+	id := r.Header.Get("X-Progress-ID")
+	if id == "" {
+		id = r.URL.Query().Get("X-Progress-ID")
+	}
+	if id == "" {
+		return newID(), nil
+	}
+	if !validID.MatchString(id) {
+		return "", errInvalidUploadID
+	}
+	return id, nil
+}
+
+// run reads the whole request and stores its files.
+func (u *upload) run(r *http.Request) error {
+	h := u.h
+	mediaType, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mediaType != "multipart/form-data" || params["boundary"] == "" {
+		return errInvalidRequest.with(err, "the body must be multipart/form-data with a boundary")
+	}
+	if h.MaxRequestSize > 0 && r.ContentLength > h.MaxRequestSize {
+		return errRequestTooLarge
+	}
+	if err := u.receive(formstream.NewReader(u.body, params["boundary"], 0)); err != nil {
+		return err
+	}
+	return u.commit()
+}
+
+// finish records how an upload ended: progress, metrics and placeholders.
+func (h *Handler) finish(r *http.Request, entry *progressEntry, u *upload, err error, began time.Time) {
+	state, status, code := stateDone, 0, ""
+	var files []storedFile
+	var ue *uploadError
+	switch {
+	case err == nil:
+		files = u.stored()
+	case errors.Is(err, errUploadCancelled):
+		state, status, code = stateCancelled, errUploadCancelled.Status, errUploadCancelled.Code
+	case errors.As(err, &ue):
+		state, status, code = stateError, ue.Status, ue.Code
+	default:
+		state, status, code = stateError, http.StatusInternalServerError, "internal-error"
+	}
+	h.root.progress.finish(entry, state, status, code, files)
+
+	received := u.body.n.Load()
+	metrics.uploads.WithLabelValues(entry.kind, state).Inc()
+	metrics.bytes.WithLabelValues(entry.kind).Add(float64(received))
+	metrics.duration.WithLabelValues(entry.kind, state).Observe(time.Since(began).Seconds())
+
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		repl.Set("http.reflex_upload.id", entry.key.id)
+		repl.Set("http.reflex_upload.files", len(files))
+		repl.Set("http.reflex_upload.bytes", received)
+		repl.Set("http.reflex_upload.state", state)
+	}
 }
 
 // refuse answers a client error as JSON, or returns an internal error for
@@ -347,6 +450,15 @@ func (u *upload) discard() {
 			_ = u.h.root.root.Remove(f.tmp)
 		}
 	}
+}
+
+// stored lists the files of a successful upload.
+func (u *upload) stored() []storedFile {
+	out := make([]storedFile, len(u.files))
+	for i, f := range u.files {
+		out[i] = f.storedFile
+	}
+	return out
 }
 
 // fileURL is the URL a stored file is served at.

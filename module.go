@@ -11,6 +11,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -26,6 +27,7 @@ func init() {
 const (
 	defaultRoot   = "uploaded_files"
 	defaultPrefix = "/_upload"
+	defaultOwner  = "{http.request.header.Reflex-Client-Token}"
 	rootEnvVar    = "REFLEX_UPLOADED_FILES_DIR"
 )
 
@@ -97,10 +99,25 @@ type Handler struct {
 	// "sha256" (the default) or "none".
 	Hash string `json:"hash,omitempty"`
 
+	// Who an upload belongs to: a placeholder evaluated for each request.
+	// An upload made with a non-empty owner value can be seen (progress) and
+	// cancelled only by requests with the same value; other requests see it
+	// as unknown. With an empty value, the upload id is the only secret.
+	// Default: "{http.request.header.Reflex-Client-Token}", the token of
+	// the Reflex client that sent it. Use an authenticated user id where one
+	// is available (e.g. "{http.auth.user.id}").
+	Owner string `json:"owner,omitempty"`
+
+	// How long a finished upload's progress (done, error, cancelled) stays
+	// readable. Default: 60s. At most 10000 finished uploads are kept per
+	// upload root; beyond that the oldest are forgotten first.
+	ProgressRetention caddy.Duration `json:"progress_retention,omitempty"`
+
 	root   *uploadRoot
 	accept acceptRules
 	fsync  bool
 	files  *fileserver.FileServer
+	ctx    caddy.Context
 	logger *zap.Logger
 }
 
@@ -114,6 +131,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 
 // Provision fills in the defaults, opens the upload root and sets up serving.
 func (h *Handler) Provision(ctx caddy.Context) error {
+	h.ctx = ctx
 	h.logger = ctx.Logger()
 
 	if h.Root == "" {
@@ -133,6 +151,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.Hash = hashSHA256
 	}
 	h.fsync = h.Fsync == nil || *h.Fsync
+	if h.Owner == "" {
+		h.Owner = defaultOwner
+	}
+	if h.ProgressRetention == 0 {
+		h.ProgressRetention = caddy.Duration(defaultRetention)
+	}
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
+	}
 
 	var err error
 	if h.accept, err = parseAccept(h.Accept); err != nil {
@@ -142,6 +169,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.root, err = openUploadRoot(h.Root, h.logger); err != nil {
 		return err
 	}
+	h.root.progress.configure(time.Duration(h.ProgressRetention), defaultMaxFinished)
 
 	h.files = &fileserver.FileServer{
 		Root:          h.root.dir,
@@ -160,6 +188,9 @@ func (h *Handler) Validate() error {
 	if !strings.HasPrefix(h.Prefix, "/") || (h.Prefix != "/" && strings.HasSuffix(h.Prefix, "/")) ||
 		path.Clean(h.Prefix) != h.Prefix || strings.ContainsAny(h.Prefix, "{}?#") {
 		return fmt.Errorf("prefix: %q must be a clean path that starts with / and has no trailing slash", h.Prefix)
+	}
+	if h.ProgressRetention < 0 {
+		return errors.New("progress_retention cannot be negative")
 	}
 	if h.MaxSize < 0 || h.MinSize < 0 || h.MaxRequestSize < 0 || h.MaxFiles < 0 {
 		return errors.New("max_size, min_size, max_request_size and max_files cannot be negative")

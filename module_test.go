@@ -8,7 +8,9 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
@@ -39,10 +41,13 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			on_conflict reject
 			fsync off
 			hash none
+			owner {http.auth.user.id}
+			progress_retention 5m
 		}`, want: Handler{
 			Root: "/srv/up", Prefix: "/files", MaxSize: 10 << 20, MinSize: 1000, MaxFiles: 3,
 			MaxRequestSize: 1_000_000_000, Accept: []string{"image/*", ".pdf", "text/plain"},
-			OnConflict: "reject", Fsync: &off, Hash: "none",
+			OnConflict: "reject", Fsync: &off, Hash: "none", Owner: "{http.auth.user.id}",
+			ProgressRetention: caddy.Duration(5 * time.Minute),
 		}},
 		{name: "placeholder root kept raw", input: "reflex_upload {\nroot {env.UPLOADS}\n}", want: Handler{Root: "{env.UPLOADS}"}},
 		{name: "fsync on", input: "reflex_upload {\nfsync on\n}", want: Handler{}},
@@ -73,6 +78,10 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{name: "fsync bad", input: "reflex_upload {\nfsync maybe\n}", err: "parsing fsync"},
 		{name: "fsync no arg", input: "reflex_upload {\nfsync\n}", err: "wrong argument count"},
 		{name: "hash bad", input: "reflex_upload {\nhash md5\n}", err: "parsing hash"},
+		{name: "owner no arg", input: "reflex_upload {\nowner\n}", err: "wrong argument count"},
+		{name: "progress_retention bad", input: "reflex_upload {\nprogress_retention soon\n}", err: "parsing progress_retention"},
+		{name: "progress_retention zero", input: "reflex_upload {\nprogress_retention 0s\n}", err: "parsing progress_retention"},
+		{name: "progress_retention no arg", input: "reflex_upload {\nprogress_retention\n}", err: "wrong argument count"},
 		{name: "hash two args", input: "reflex_upload {\nhash sha256 none\n}", err: "wrong argument count"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -116,6 +125,7 @@ func TestValidate(t *testing.T) {
 		{name: "min without max", modify: func(h *Handler) { h.MinSize = 10 }},
 		{name: "bad conflict", modify: func(h *Handler) { h.OnConflict = "merge" }, err: "on_conflict"},
 		{name: "bad hash", modify: func(h *Handler) { h.Hash = "md5" }, err: "hash"},
+		{name: "negative retention", modify: func(h *Handler) { h.ProgressRetention = -1 }, err: "progress_retention"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := valid()

@@ -31,8 +31,9 @@ const tempPrefix = "tmp-"
 // uploadRoot is the upload folder, opened as an os.Root so that no name can
 // reach outside it (no "..", no symlink escape).
 type uploadRoot struct {
-	dir  string // absolute path
-	root *os.Root
+	dir      string // absolute path
+	root     *os.Root
+	progress *registry // the uploads in flight and recently finished
 }
 
 // Destruct closes the root when the last handler using it is cleaned up.
@@ -62,7 +63,7 @@ func openUploadRoot(dir string, logger *zap.Logger) (*uploadRoot, error) {
 		if err != nil {
 			return nil, fmt.Errorf("opening root: %w", err)
 		}
-		u := &uploadRoot{dir: abs, root: r}
+		u := &uploadRoot{dir: abs, root: r, progress: newRegistry()}
 		u.removeStaleTemps(logger)
 		return u, nil
 	})
