@@ -128,6 +128,7 @@ type target struct {
 	dir     string // where the uploaded file lands (dir/bench.bin)
 	isCaddy bool
 	proc    *caddyProc // nil for baselines
+	poll    bool       // poll the upload's progress 10 times a second meanwhile
 	// bytes the server must report and store: the file size, except for
 	// raw, which stores the whole body (multipart framing included)
 	expect int64
@@ -258,6 +259,13 @@ func run(o options) error {
 			targets = append(targets, &target{
 				name: c.name, url: "http://" + p.addr + "/_upload", dir: dir, isCaddy: true, proc: p, expect: o.size,
 			})
+			if c.slug == "caddy-fast" {
+				// The same server, its progress polled 10 times a second during the upload.
+				targets = append(targets, &target{
+					name: c.name + ", polled", url: "http://" + p.addr + "/_upload", dir: dir, isCaddy: true, proc: p,
+					expect: o.size, poll: true,
+				})
+			}
 		}
 	}
 	for _, t := range targets {
@@ -297,7 +305,7 @@ func run(o options) error {
 				}
 			}
 
-			secs, res, err := upload(client, t.url, body)
+			secs, res, err := upload(client, t.url, body, t.poll)
 			if err != nil {
 				return fmt.Errorf("%s: %w%s%s", t.name, err, probe(client, t.url, chunk), logTail(t.proc))
 			}
@@ -430,7 +438,7 @@ type uploadResult struct {
 
 // upload POSTs the body once and returns the seconds from request start to
 // the complete response.
-func upload(client *http.Client, url string, b *bodyTemplate) (float64, uploadResult, error) {
+func upload(client *http.Client, url string, b *bodyTemplate, poll bool) (float64, uploadResult, error) {
 	var res uploadResult
 	req, err := http.NewRequest(http.MethodPost, url, b.reader())
 	if err != nil {
@@ -438,6 +446,22 @@ func upload(client *http.Client, url string, b *bodyTemplate) (float64, uploadRe
 	}
 	req.ContentLength = b.contentLength()
 	req.Header.Set("Content-Type", b.contentType)
+	var polls pollStats
+	if poll {
+		id := fmt.Sprintf("bench-%d", time.Now().UnixNano())
+		req.Header.Set("X-Progress-ID", id)
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			polls = pollProgress(client, url+"/.uploads/"+id, stop)
+		}()
+		defer func() {
+			close(stop)
+			<-done
+			fmt.Printf("  (progress polled %d times, %d of them uploading, %d failed)\n", polls.n, polls.uploading, polls.failed)
+		}()
+	}
 
 	start := time.Now()
 	resp, err := client.Do(req)
@@ -472,11 +496,45 @@ func upload(client *http.Client, url string, b *bodyTemplate) (float64, uploadRe
 	return secs, res, nil
 }
 
+// pollStats counts the progress polls made during one upload.
+type pollStats struct{ n, uploading, failed int }
+
+// pollProgress GETs the progress URL 10 times a second until stop closes.
+func pollProgress(client *http.Client, url string, stop <-chan struct{}) pollStats {
+	var st pollStats
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return st
+		case <-tick.C:
+		}
+		st.n++
+		resp, err := client.Get(url)
+		if err != nil {
+			st.failed++
+			continue
+		}
+		var p struct {
+			State string `json:"state"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&p)
+		resp.Body.Close()
+		switch {
+		case err != nil || resp.StatusCode != http.StatusOK:
+			st.failed++
+		case p.State == "uploading":
+			st.uploading++
+		}
+	}
+}
+
 // probe sends a tiny upload after a failed one, so that a transport error
 // (e.g. the server answered early and reset the connection) can be reported
 // together with what the server actually answers.
 func probe(client *http.Client, url string, chunk []byte) string {
-	_, res, err := upload(client, url, newBodyTemplate(chunk, 1024))
+	_, res, err := upload(client, url, newBodyTemplate(chunk, 1024), false)
 	if err != nil {
 		return "\n(a 1 KiB probe upload also fails: " + err.Error() + ")"
 	}
