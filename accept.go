@@ -101,16 +101,9 @@ func (a acceptRules) check(name, declared string, sniffed *mimetype.MIME) error 
 	if a.any {
 		return nil
 	}
-	ext := strings.ToLower(path.Ext(name))
-	extType := typeByExt(ext)
-	if extType == "" && ext != "" && sniffed.Extension() == ext {
-		extType = bareType(sniffed.String()) // e.g. .heic, unknown to the mime table
-	}
-	if !a.exts[ext] && !a.matchType(extType) {
-		return fmt.Errorf("the name's type %q is not accepted", orUnknown(ext))
-	}
-	if declared = bareType(declared); !isGeneric(declared) && !a.matchType(declared) {
-		return fmt.Errorf("the declared type %q is not accepted", declared)
+	extType, err := a.checkNameType(name, declared, sniffed)
+	if err != nil {
+		return err
 	}
 	if a.matchSniffed(sniffed) {
 		return nil
@@ -126,6 +119,34 @@ func (a acceptRules) check(name, declared string, sniffed *mimetype.MIME) error 
 		}
 	}
 	return fmt.Errorf("the content's type %q is not accepted", bareType(sniffed.String()))
+}
+
+// checkName is the part of check that needs no content: the name and the
+// declared type. A resumable upload is checked on it at creation.
+func (a acceptRules) checkName(name, declared string) error {
+	if a.any {
+		return nil
+	}
+	_, err := a.checkNameType(name, declared, nil)
+	return err
+}
+
+// checkNameType checks the name and the declared type, and returns the type
+// the name's extension gives (with sniffed, when known, naming extensions
+// that the mime table lacks).
+func (a acceptRules) checkNameType(name, declared string, sniffed *mimetype.MIME) (string, error) {
+	ext := strings.ToLower(path.Ext(name))
+	extType := typeByExt(ext)
+	if extType == "" && ext != "" && sniffed != nil && sniffed.Extension() == ext {
+		extType = bareType(sniffed.String()) // e.g. .heic, unknown to the mime table
+	}
+	if !a.exts[ext] && !a.matchType(extType) && (sniffed != nil || extType != "" || ext == "") {
+		return "", fmt.Errorf("the name's type %q is not accepted", orUnknown(ext))
+	}
+	if declared = bareType(declared); !isGeneric(declared) && !a.matchType(declared) {
+		return "", fmt.Errorf("the declared type %q is not accepted", declared)
+	}
+	return extType, nil
 }
 
 func orUnknown(ext string) string {

@@ -17,13 +17,15 @@ type bodyReader struct {
 	r     io.Reader
 	limit int64 // 0: none
 	n     atomic.Int64
-	err   error // first error other than io.EOF
+	err   error        // first error other than io.EOF
+	ctl   *readControl // pushes the idle deadline; may be nil
 }
 
 func (b *bodyReader) Read(p []byte) (int, error) {
 	if b.err != nil {
 		return 0, b.err
 	}
+	b.ctl.push()
 	if b.limit > 0 {
 		rem := b.limit - b.n.Load()
 		if rem <= 0 {

@@ -40,6 +40,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		hash             sha256|none
 //		owner            <placeholder>
 //		progress_retention <duration>
+//		idle_timeout     <duration>
+//		chunk_expiry     <duration>
 //	}
 //
 // Sizes take humanize units (MB = 10^6 bytes, MiB = 2^20 bytes). accept may
@@ -125,16 +127,23 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.Accept = append(h.Accept, args...)
 
-		case "progress_retention":
+		case "progress_retention", "idle_timeout", "chunk_expiry":
 			var v string
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
 			}
 			dur, err := caddy.ParseDuration(v)
 			if err != nil || dur <= 0 {
-				return d.Errf("parsing progress_retention: %q is not a positive duration", v)
+				return d.Errf("parsing %s: %q is not a positive duration", opt, v)
 			}
-			h.ProgressRetention = caddy.Duration(dur)
+			switch opt {
+			case "progress_retention":
+				h.ProgressRetention = caddy.Duration(dur)
+			case "idle_timeout":
+				h.IdleTimeout = caddy.Duration(dur)
+			case "chunk_expiry":
+				h.ChunkExpiry = caddy.Duration(dur)
+			}
 
 		case "fsync":
 			var v string

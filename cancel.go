@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"sync"
 	"time"
 )
 
@@ -16,11 +17,19 @@ var (
 	errInvalidUploadID = &uploadError{Status: http.StatusBadRequest, Code: "invalid-request", Detail: "upload id must be 1 to 128 letters, digits, _ or -"}
 )
 
-// serveCancel answers DELETE {prefix}/.uploads/{id}: it ends an upload that
-// is still being received. The upload's body read is stopped at once (its
-// read deadline is set to now), without waiting for the client to send
-// more; the upload then removes its temp files and answers its client with
-// 409 upload-cancelled.
+// Causes with which an upload request's context ends early.
+var (
+	// errCancelled: the upload was cancelled (DELETE, tus termination).
+	errCancelled = errors.New("upload cancelled")
+	// errInterrupted: a newer request for the same tus upload took over.
+	errInterrupted = errors.New("upload interrupted by a newer request")
+)
+
+// serveCancel answers DELETE {prefix}/.uploads/{id} for a standard upload:
+// it ends an upload that is still being received. The upload's body read is
+// stopped at once (its read deadline is set to now), without waiting for the
+// client to send more; the upload then removes its temp files and answers
+// its client with 409 upload-cancelled.
 func (h *Handler) serveCancel(w http.ResponseWriter, r *http.Request, id string) error {
 	e := h.root.progress.lookup(h.requestKey(r, id))
 	switch {
@@ -35,20 +44,52 @@ func (h *Handler) serveCancel(w http.ResponseWriter, r *http.Request, id string)
 	return nil
 }
 
+// readControl owns the read deadline of one upload request. It pushes the
+// deadline forward while bytes arrive (an idle client is dropped, a slow one
+// is not), and when the request's context ends with errCancelled or
+// errInterrupted it sets the deadline to now, which unblocks a body read in
+// progress at once: the way tusd stops an interrupted PATCH.
+type readControl struct {
+	rc      *http.ResponseController
+	idle    time.Duration // 0: no idle deadline
+	mu      sync.Mutex
+	stopped bool
+	pushed  time.Time // when the deadline was last pushed
+	stop    func() bool
+}
+
 // cancellable makes the context of an upload request cancellable with a
-// cause, and arranges that cancelling it also unblocks a body read in
-// progress, the way tusd stops an interrupted PATCH. The returned stop
-// function must be called when the upload ends.
-func cancellable(w http.ResponseWriter, r *http.Request) (context.Context, context.CancelCauseFunc, func()) {
+// cause and returns the readControl that enforces it. release must be
+// called when the upload ends.
+func cancellable(w http.ResponseWriter, r *http.Request, idle time.Duration) (context.Context, context.CancelCauseFunc, *readControl, func()) {
 	ctx, cancel := context.WithCancelCause(r.Context())
-	rc := http.NewResponseController(w)
-	stopAfter := context.AfterFunc(ctx, func() {
-		if errors.Is(context.Cause(ctx), errCancelled) {
-			_ = rc.SetReadDeadline(time.Now())
+	c := &readControl{rc: http.NewResponseController(w), idle: idle}
+	c.stop = context.AfterFunc(ctx, func() {
+		if cause := context.Cause(ctx); errors.Is(cause, errCancelled) || errors.Is(cause, errInterrupted) {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			c.stopped = true
+			_ = c.rc.SetReadDeadline(time.Now())
 		}
 	})
-	return ctx, cancel, func() {
-		stopAfter()
+	c.push()
+	return ctx, cancel, c, func() {
+		c.stop()
 		cancel(nil)
 	}
+}
+
+// push moves the idle deadline forward, at most once a second.
+func (c *readControl) push() {
+	if c == nil || c.idle <= 0 {
+		return
+	}
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped || now.Sub(c.pushed) < time.Second {
+		return
+	}
+	c.pushed = now
+	_ = c.rc.SetReadDeadline(now.Add(c.idle))
 }

@@ -3,9 +3,11 @@ package reflexupload
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"hash"
 	"io"
 	"mime"
 	"net/http"
@@ -49,15 +51,34 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	return next.ServeHTTP(w, r)
 }
 
-// servePrivate answers the requests for {prefix}/.uploads/{id}: progress
-// and cancel. Nothing in the private folder is ever served.
+// servePrivate answers the requests for {prefix}/.uploads and below:
+// progress, cancel and the tus protocol. Nothing in the private folder is
+// ever served as a file.
 func (h *Handler) servePrivate(w http.ResponseWriter, r *http.Request, rest string) error {
-	id, ok := strings.CutPrefix(path.Clean(rest), "/"+reservedDir+"/")
-	if ok && validID.MatchString(id) {
-		switch r.Method {
+	method := r.Method
+	if o := r.Header.Get("X-HTTP-Method-Override"); o != "" && r.Method == http.MethodPost {
+		method = strings.ToUpper(o)
+	}
+	clean := path.Clean(rest)
+	if clean == "/"+reservedDir {
+		switch method {
+		case http.MethodOptions:
+			return h.serveTusOptions(w)
+		case http.MethodPost:
+			return h.serveTusCreate(w, r)
+		}
+	} else if id, ok := strings.CutPrefix(clean, "/"+reservedDir+"/"); ok && validID.MatchString(id) {
+		switch method {
 		case http.MethodGet:
 			return h.serveProgress(w, r, id)
+		case http.MethodHead:
+			return h.serveTusHead(w, r, id)
+		case http.MethodPatch:
+			return h.serveTusPatch(w, r, id)
 		case http.MethodDelete:
+			if validTusID(id) && h.root.hasTus(id) {
+				return h.serveTusDelete(w, r, id)
+			}
 			return h.serveCancel(w, r, id)
 		}
 	}
@@ -95,7 +116,7 @@ func isPrivate(rest string) bool {
 
 // storedFile describes one stored file in the response.
 type storedFile struct {
-	Field       string `json:"field"`
+	Field       string `json:"field,omitempty"`
 	Name        string `json:"name"`
 	Path        string `json:"path"`
 	URL         string `json:"url"`
@@ -142,8 +163,9 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request) error {
 	}
 	defer u.discard()
 
-	ctx, cancel, stop := cancellable(w, r)
-	defer stop()
+	ctx, cancel, ctl, release := cancellable(w, r, time.Duration(h.IdleTimeout))
+	defer release()
+	u.body.ctl = ctl
 	size := r.ContentLength
 	if size < 0 {
 		size = -1
@@ -349,7 +371,7 @@ func (u *upload) receiveFile(part *formstream.Part) error {
 	rf.Field = part.FormName()
 	rf.Path = name
 	u.files = append(u.files, rf) // from here on, discard removes the temp file
-	sink := newFileSink(f, h.Hash == hashSHA256)
+	sink := newFileSink(f, h.newHash())
 
 	head := make([]byte, 0, sniffLen)
 	var sniffed *mimetype.MIME
@@ -450,6 +472,14 @@ func (u *upload) discard() {
 			_ = u.h.root.root.Remove(f.tmp)
 		}
 	}
+}
+
+// newHash returns the configured file hash, or nil for none.
+func (h *Handler) newHash() hash.Hash {
+	if h.Hash == hashSHA256 {
+		return sha256.New()
+	}
+	return nil
 }
 
 // stored lists the files of a successful upload.

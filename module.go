@@ -28,7 +28,10 @@ const (
 	defaultRoot   = "uploaded_files"
 	defaultPrefix = "/_upload"
 	defaultOwner  = "{http.request.header.Reflex-Client-Token}"
-	rootEnvVar    = "REFLEX_UPLOADED_FILES_DIR"
+
+	defaultIdleTimeout = time.Minute
+	defaultChunkExpiry = 24 * time.Hour
+	rootEnvVar         = "REFLEX_UPLOADED_FILES_DIR"
 )
 
 // Conflict policies: what a new file does to one of the same name.
@@ -113,6 +116,17 @@ type Handler struct {
 	// upload root; beyond that the oldest are forgotten first.
 	ProgressRetention caddy.Duration `json:"progress_retention,omitempty"`
 
+	// How long an upload request may go without receiving a byte before it
+	// is dropped (the deadline moves with every byte, so a slow client is
+	// not cut, a dead one is). Default: 1m. It can only tighten Caddy's own
+	// server timeouts, not loosen them.
+	IdleTimeout caddy.Duration `json:"idle_timeout,omitempty"`
+
+	// How long an unfinished resumable (tus) upload is kept after its last
+	// write before it expires (Upload-Expires) and a background sweeper
+	// removes it. Default: 24h.
+	ChunkExpiry caddy.Duration `json:"chunk_expiry,omitempty"`
+
 	root   *uploadRoot
 	accept acceptRules
 	fsync  bool
@@ -157,6 +171,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.ProgressRetention == 0 {
 		h.ProgressRetention = caddy.Duration(defaultRetention)
 	}
+	if h.IdleTimeout == 0 {
+		h.IdleTimeout = caddy.Duration(defaultIdleTimeout)
+	}
+	if h.ChunkExpiry == 0 {
+		h.ChunkExpiry = caddy.Duration(defaultChunkExpiry)
+	}
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
@@ -180,6 +200,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.files.Provision(ctx); err != nil {
 		return fmt.Errorf("provisioning file server: %w", err)
 	}
+	go h.runSweeper()
 	return nil
 }
 
@@ -189,8 +210,8 @@ func (h *Handler) Validate() error {
 		path.Clean(h.Prefix) != h.Prefix || strings.ContainsAny(h.Prefix, "{}?#") {
 		return fmt.Errorf("prefix: %q must be a clean path that starts with / and has no trailing slash", h.Prefix)
 	}
-	if h.ProgressRetention < 0 {
-		return errors.New("progress_retention cannot be negative")
+	if h.ProgressRetention < 0 || h.IdleTimeout < 0 || h.ChunkExpiry < 0 {
+		return errors.New("progress_retention, idle_timeout and chunk_expiry cannot be negative")
 	}
 	if h.MaxSize < 0 || h.MinSize < 0 || h.MaxRequestSize < 0 || h.MaxFiles < 0 {
 		return errors.New("max_size, min_size, max_request_size and max_files cannot be negative")

@@ -43,11 +43,14 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			hash none
 			owner {http.auth.user.id}
 			progress_retention 5m
+			idle_timeout 30s
+			chunk_expiry 48h
 		}`, want: Handler{
 			Root: "/srv/up", Prefix: "/files", MaxSize: 10 << 20, MinSize: 1000, MaxFiles: 3,
 			MaxRequestSize: 1_000_000_000, Accept: []string{"image/*", ".pdf", "text/plain"},
 			OnConflict: "reject", Fsync: &off, Hash: "none", Owner: "{http.auth.user.id}",
-			ProgressRetention: caddy.Duration(5 * time.Minute),
+			ProgressRetention: caddy.Duration(5 * time.Minute), IdleTimeout: caddy.Duration(30 * time.Second),
+			ChunkExpiry: caddy.Duration(48 * time.Hour),
 		}},
 		{name: "placeholder root kept raw", input: "reflex_upload {\nroot {env.UPLOADS}\n}", want: Handler{Root: "{env.UPLOADS}"}},
 		{name: "fsync on", input: "reflex_upload {\nfsync on\n}", want: Handler{}},
@@ -82,6 +85,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{name: "progress_retention bad", input: "reflex_upload {\nprogress_retention soon\n}", err: "parsing progress_retention"},
 		{name: "progress_retention zero", input: "reflex_upload {\nprogress_retention 0s\n}", err: "parsing progress_retention"},
 		{name: "progress_retention no arg", input: "reflex_upload {\nprogress_retention\n}", err: "wrong argument count"},
+		{name: "idle_timeout bad", input: "reflex_upload {\nidle_timeout -1s\n}", err: "parsing idle_timeout"},
+		{name: "chunk_expiry bad", input: "reflex_upload {\nchunk_expiry 1x\n}", err: "parsing chunk_expiry"},
 		{name: "hash two args", input: "reflex_upload {\nhash sha256 none\n}", err: "wrong argument count"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -39,9 +40,6 @@ var validID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
 // errIDInUse is what registry.start returns for an id already in flight.
 var errIDInUse = errors.New("upload id is in use by an upload in flight")
 
-// errCancelled is the cause with which a cancelled upload's context ends.
-var errCancelled = errors.New("upload cancelled")
-
 // progressKey names an upload in the registry: uploads made with different
 // owner values never see each other, even under the same id.
 type progressKey struct{ owner, id string }
@@ -53,6 +51,7 @@ type progressEntry struct {
 	size     int64 // -1 when unknown
 	started  time.Time
 	received func() int64            // live byte count while in flight
+	counter  *atomic.Int64           // what received reads, for a tus upload
 	cancel   context.CancelCauseFunc // ends the upload's request
 
 	mu       sync.Mutex // guards the rest
@@ -127,6 +126,23 @@ func (g *registry) start(e *progressEntry) error {
 	return nil
 }
 
+// attach returns the entry of an upload in flight under e's key, or
+// registers e as in flight (a tus upload spans many requests, and after a
+// restart its entry is made anew on the first request that names it).
+func (g *registry) attach(e *progressEntry) *progressEntry {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.pruneLocked()
+	if old, ok := g.entries[e.key]; ok && old.snapshotState() == stateUploading {
+		return old
+	}
+	e.started = g.now()
+	e.state = stateUploading
+	g.entries[e.key] = e
+	g.notifyLocked()
+	return e
+}
+
 // finish records the end of an upload: done with its files, or a failure.
 func (g *registry) finish(e *progressEntry, state string, status int, code string, files []storedFile) {
 	final := e.received()
@@ -141,6 +157,22 @@ func (g *registry) finish(e *progressEntry, state string, status int, code strin
 	}
 	g.pruneLocked()
 	g.notifyLocked()
+}
+
+// expire ends, as expired, the uploads in flight under id (of any owner):
+// a resumable upload that nobody finished.
+func (g *registry) expire(id string) {
+	var expired []*progressEntry
+	g.mu.Lock()
+	for k, e := range g.entries {
+		if k.id == id && e.snapshotState() == stateUploading {
+			expired = append(expired, e)
+		}
+	}
+	g.mu.Unlock()
+	for _, e := range expired {
+		g.finish(e, stateError, http.StatusGone, "upload-expired", nil)
+	}
 }
 
 // lookup finds an upload by owner and id.
@@ -258,7 +290,7 @@ func (h *Handler) serveProgress(w http.ResponseWriter, r *http.Request, id strin
 	w.Header().Set("Cache-Control", "no-store")
 	if !acceptsEventStream(r) {
 		w.Header().Set("Content-Type", "application/json")
-		return json.NewEncoder(w).Encode(h.progressOf(reg, key))
+		return json.NewEncoder(w).Encode(h.progressOf(r, reg, key))
 	}
 
 	w.Header().Set("Content-Type", "text/event-stream")
@@ -270,7 +302,7 @@ func (h *Handler) serveProgress(w http.ResponseWriter, r *http.Request, id strin
 	var last []byte
 	for {
 		changed := reg.watch()
-		body := h.progressOf(reg, key)
+		body := h.progressOf(r, reg, key)
 		data, _ := json.Marshal(body)
 		if !bytes.Equal(data, last) {
 			if _, err := w.Write(append(append([]byte("data: "), data...), '\n', '\n')); err != nil {
@@ -298,10 +330,22 @@ func (h *Handler) serveProgress(w http.ResponseWriter, r *http.Request, id strin
 // sseInterval is how often an event stream looks at a live upload's count.
 const sseInterval = 250 * time.Millisecond
 
-// progressOf describes an upload, or says "starting" for one not seen.
-func (h *Handler) progressOf(reg *registry, key progressKey) progressBody {
+// progressOf describes an upload, or says "starting" for one not seen. A
+// resumable upload that the registry does not hold (Caddy restarted since
+// its last request) is described from its state on disk.
+func (h *Handler) progressOf(r *http.Request, reg *registry, key progressKey) progressBody {
 	if e := reg.lookup(key); e != nil {
 		return e.snapshot(reg.clock())
+	}
+	if info, err := h.loadOwned(r, key.id); err == nil && !h.expired(info) {
+		b := progressBody{ID: key.id, Kind: kindTus, State: stateUploading, Received: info.Offset, StartedAt: &info.Created}
+		if info.Length >= 0 {
+			b.Size = &info.Length
+		}
+		if info.Done && info.Stored != nil {
+			b.State, b.Files = stateDone, []storedFile{*info.Stored}
+		}
+		return b
 	}
 	return progressBody{ID: key.id, State: stateStarting}
 }

@@ -1,7 +1,6 @@
 package reflexupload
 
 import (
-	"crypto/sha256"
 	"encoding/hex"
 	"hash"
 	"os"
@@ -21,10 +20,12 @@ type fileSink struct {
 	done chan struct{}
 }
 
-func newFileSink(f *os.File, withHash bool) *fileSink {
+// newFileSink writes to f and feeds h (nil: no hash), which may already hold
+// the state of the bytes before (a resumed upload).
+func newFileSink(f *os.File, h hash.Hash) *fileSink {
 	s := &fileSink{f: f}
-	if withHash {
-		h, work, done := sha256.New(), make(chan []byte), make(chan struct{})
+	if h != nil {
+		work, done := make(chan []byte), make(chan struct{})
 		s.h, s.work, s.done = h, work, done
 		go func() {
 			for p := range work {
@@ -36,12 +37,13 @@ func newFileSink(f *os.File, withHash bool) *fileSink {
 	return s
 }
 
-// Write writes p to the file and the hash. p is not used after it returns.
+// Write writes p to the file and the hash. p is not used after it returns;
+// between two calls the hash is idle, so its state may be read or saved.
 func (s *fileSink) Write(p []byte) (int, error) {
 	if s.h == nil {
 		return s.f.Write(p)
 	}
-	if len(p) < parallelHashMin {
+	if len(p) < parallelHashMin || s.work == nil {
 		s.h.Write(p)
 		return s.f.Write(p)
 	}

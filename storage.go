@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -34,6 +35,9 @@ type uploadRoot struct {
 	dir      string // absolute path
 	root     *os.Root
 	progress *registry // the uploads in flight and recently finished
+
+	tusMu   sync.Mutex
+	writers map[string]*tusWriter // resumable uploads with a request using them
 }
 
 // Destruct closes the root when the last handler using it is cleaned up.
@@ -56,14 +60,14 @@ func openUploadRoot(dir string, logger *zap.Logger) (*uploadRoot, error) {
 		if err := os.MkdirAll(abs, 0o755); err != nil {
 			return nil, fmt.Errorf("creating root: %w", err)
 		}
-		if err := os.MkdirAll(path.Join(abs, reservedDir), 0o700); err != nil {
+		if err := os.MkdirAll(path.Join(abs, tusDir), 0o700); err != nil {
 			return nil, fmt.Errorf("creating private folder: %w", err)
 		}
 		r, err := os.OpenRoot(abs)
 		if err != nil {
 			return nil, fmt.Errorf("opening root: %w", err)
 		}
-		u := &uploadRoot{dir: abs, root: r, progress: newRegistry()}
+		u := &uploadRoot{dir: abs, root: r, progress: newRegistry(), writers: map[string]*tusWriter{}}
 		u.removeStaleTemps(logger)
 		return u, nil
 	})

@@ -1,0 +1,829 @@
+package reflexupload
+
+import (
+	"context"
+	"crypto/md5"
+	"crypto/sha1"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"hash"
+	"io"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gabriel-vasile/mimetype"
+)
+
+// Resumable uploads speak tus 1.0.0 (https://tus.io/protocols/resumable-upload)
+// at {prefix}/.uploads: core, creation, creation-with-upload,
+// creation-defer-length, termination, expiration, checksum and
+// concatenation.
+const (
+	tusVersion     = "1.0.0"
+	tusExtensions  = "creation,creation-with-upload,creation-defer-length,termination,expiration,checksum,concatenation"
+	tusChecksums   = "sha1,sha256,md5"
+	tusContentType = "application/offset+octet-stream"
+)
+
+// tusCheckpoint is how many bytes a PATCH writes between two saves of the
+// upload's state, so that a crash or a cut connection loses at most this
+// much of a long PATCH.
+const tusCheckpoint = 16 << 20
+
+// Errors of the tus protocol.
+var (
+	errTusVersion       = &uploadError{Status: http.StatusPreconditionFailed, Code: "unsupported-version", Detail: "Tus-Resumable must be 1.0.0"}
+	errTusContentType   = &uploadError{Status: http.StatusUnsupportedMediaType, Code: "invalid-content-type", Detail: "PATCH needs Content-Type: application/offset+octet-stream"}
+	errTusOffset        = &uploadError{Status: http.StatusConflict, Code: "offset-mismatch", Detail: "Upload-Offset does not match the upload's offset"}
+	errTusGone          = &uploadError{Status: http.StatusGone, Code: "upload-expired", Detail: "the upload has expired"}
+	errTusFinalPatch    = &uploadError{Status: http.StatusForbidden, Code: "final-upload", Detail: "a final upload of a concatenation cannot be patched"}
+	errTusChecksum      = &uploadError{Status: 460, Code: "checksum-mismatch", Detail: "the chunk does not match Upload-Checksum; it was discarded"}
+	errTusInterrupted   = &uploadError{Status: http.StatusBadRequest, Code: "upload-interrupted", Detail: "a newer request for this upload took over; what was received is kept"}
+	errTusLengthUnknown = &uploadError{Status: http.StatusBadRequest, Code: "invalid-request", Detail: "Upload-Length or Upload-Defer-Length: 1 is required"}
+)
+
+// tusBuffers are the read buffers of PATCH requests.
+var tusBuffers = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
+
+// validTusID reports whether id has the form of the ids the server makes.
+func validTusID(id string) bool {
+	if len(id) != 32 {
+		return false
+	}
+	_, err := hex.DecodeString(id)
+	return err == nil
+}
+
+// serveTusOptions answers OPTIONS {prefix}/.uploads: tus discovery.
+func (h *Handler) serveTusOptions(w http.ResponseWriter) error {
+	hdr := w.Header()
+	hdr.Set("Tus-Resumable", tusVersion)
+	hdr.Set("Tus-Version", tusVersion)
+	hdr.Set("Tus-Extension", tusExtensions)
+	hdr.Set("Tus-Checksum-Algorithm", tusChecksums)
+	if h.MaxSize > 0 {
+		hdr.Set("Tus-Max-Size", strconv.FormatInt(h.MaxSize, 10))
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// tusPreamble sets the headers every tus answer carries and checks the
+// client's protocol version.
+func tusPreamble(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Tus-Resumable", tusVersion)
+	if r.Header.Get("Tus-Resumable") != tusVersion {
+		w.Header().Set("Tus-Version", tusVersion)
+		return errTusVersion
+	}
+	return nil
+}
+
+// tusURL is the URL of a resumable upload.
+func (h *Handler) tusURL(id string) string {
+	return strings.TrimSuffix(h.Prefix, "/") + "/" + reservedDir + "/" + id
+}
+
+// setTusExpires sets Upload-Expires.
+func setTusExpires(w http.ResponseWriter, info *tusInfo) {
+	if !info.Done {
+		w.Header().Set("Upload-Expires", info.Expires.UTC().Format(http.TimeFormat))
+	}
+}
+
+// parseTusMetadata parses Upload-Metadata: "key base64,key base64,key".
+func parseTusMetadata(raw string) (map[string]string, error) {
+	md := map[string]string{}
+	if strings.TrimSpace(raw) == "" {
+		return md, nil
+	}
+	for pair := range strings.SplitSeq(raw, ",") {
+		key, val, _ := strings.Cut(strings.TrimSpace(pair), " ")
+		if key == "" || strings.ContainsAny(key, " \t") {
+			return nil, errors.New("Upload-Metadata has an empty or malformed key")
+		}
+		if _, dup := md[key]; dup {
+			return nil, errors.New("Upload-Metadata repeats the key " + strconv.Quote(key))
+		}
+		dec, err := base64.StdEncoding.DecodeString(strings.TrimSpace(val))
+		if err != nil {
+			return nil, errors.New("Upload-Metadata value of " + strconv.Quote(key) + " is not base64")
+		}
+		md[key] = string(dec)
+	}
+	return md, nil
+}
+
+// tusName picks the file name from metadata: Uppy's relativePath (when it
+// holds a folder path), then filename, then Uppy's name.
+func tusName(md map[string]string) string {
+	for _, k := range []string{"relativePath", "filename", "name"} {
+		if v := md[k]; v != "" && v != "null" {
+			return v
+		}
+	}
+	return ""
+}
+
+// tusDeclared is the declared type from metadata.
+func tusDeclared(md map[string]string) string {
+	if t := md["filetype"]; t != "" {
+		return t
+	}
+	return md["type"]
+}
+
+// parseTusSize parses a non-negative size header.
+func parseTusSize(v string) (int64, bool) {
+	n, err := strconv.ParseInt(v, 10, 64)
+	return n, err == nil && n >= 0
+}
+
+// loadOwned loads upload id for a request: fs.ErrNotExist when there is
+// none or it belongs to another owner.
+func (h *Handler) loadOwned(r *http.Request, id string) (*tusInfo, error) {
+	if !validTusID(id) {
+		return nil, fs.ErrNotExist
+	}
+	info, err := h.root.loadTus(id)
+	if err != nil {
+		return nil, err
+	}
+	if info.OwnerHash != ownerHash(h.ownerOf(r)) {
+		return nil, fs.ErrNotExist
+	}
+	return info, nil
+}
+
+// tusLoadError maps a failure to load an upload to an answer.
+func tusLoadError(err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return errUploadNotFound.with(err, "no resumable upload has this id")
+	}
+	return err
+}
+
+// expired reports whether an unfinished upload is past its expiry.
+func (h *Handler) expired(info *tusInfo) bool {
+	return !info.Done && h.root.progress.clock().After(info.Expires)
+}
+
+// serveTusCreate answers POST {prefix}/.uploads: a new resumable upload,
+// with data already (creation-with-upload), or a final upload that
+// concatenates partial ones.
+func (h *Handler) serveTusCreate(w http.ResponseWriter, r *http.Request) error {
+	if err := tusPreamble(w, r); err != nil {
+		return h.refuse(w, err)
+	}
+	md, err := parseTusMetadata(r.Header.Get("Upload-Metadata"))
+	if err != nil {
+		return h.refuse(w, errInvalidRequest.with(err, "%v", err))
+	}
+	now := h.root.progress.clock()
+	info := &tusInfo{
+		ID:          newID(),
+		OwnerHash:   ownerHash(h.ownerOf(r)),
+		Length:      -1,
+		MetadataRaw: r.Header.Get("Upload-Metadata"),
+		Metadata:    md,
+		SentName:    tusName(md),
+		Declared:    tusDeclared(md),
+		Created:     now,
+		Expires:     now.Add(time.Duration(h.ChunkExpiry)),
+	}
+
+	concat := r.Header.Get("Upload-Concat")
+	switch {
+	case concat == "partial":
+		info.Partial = true
+	case strings.HasPrefix(concat, "final;"):
+		return h.serveTusConcat(w, r, info, strings.Fields(strings.TrimPrefix(concat, "final;")))
+	case concat != "":
+		return h.refuse(w, errInvalidRequest.with(nil, "Upload-Concat must be partial or final;<urls>"))
+	}
+
+	if v := r.Header.Get("Upload-Length"); v != "" {
+		n, ok := parseTusSize(v)
+		if !ok {
+			return h.refuse(w, errInvalidRequest.with(nil, "Upload-Length must be a non-negative integer"))
+		}
+		info.Length = n
+	} else if r.Header.Get("Upload-Defer-Length") != "1" {
+		return h.refuse(w, errTusLengthUnknown)
+	}
+	if err := h.checkTusLength(info); err != nil {
+		return h.refuse(w, err)
+	}
+	if !info.Partial { // a partial upload is named and checked as part of its final one
+		if err := h.checkTusName(info); err != nil {
+			return h.refuse(w, err)
+		}
+	}
+
+	f, err := h.root.root.OpenFile(tusDataPath(info.ID), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return h.refuse(w, storeError(err))
+	}
+	if err := f.Close(); err != nil {
+		return h.refuse(w, storeError(err))
+	}
+	if err := h.root.saveTus(info, h.fsync); err != nil {
+		h.root.removeTus(info.ID)
+		return h.refuse(w, storeError(err))
+	}
+	w.Header().Set("Location", h.tusURL(info.ID))
+
+	if r.Header.Get("Content-Type") == tusContentType && r.ContentLength != 0 {
+		// creation-with-upload: the body is the first chunk.
+		return h.tusWrite(w, r, info.ID, 0, http.StatusCreated)
+	}
+	h.tusEntry(r, info)
+	if info.Length == 0 && !info.Partial {
+		return h.tusWrite(w, r, info.ID, 0, http.StatusCreated)
+	}
+	w.Header().Set("Upload-Offset", "0")
+	setTusExpires(w, info)
+	w.WriteHeader(http.StatusCreated)
+	return nil
+}
+
+// checkTusLength checks a declared length against the size limits.
+func (h *Handler) checkTusLength(info *tusInfo) error {
+	if info.Length < 0 {
+		return nil
+	}
+	if h.MaxSize > 0 && info.Length > h.MaxSize {
+		return errFileTooLarge.with(nil, "Upload-Length is larger than %d bytes", h.MaxSize).withFile(info.SentName)
+	}
+	if !info.Partial && info.Length < h.MinSize {
+		return errFileTooSmall.with(nil, "Upload-Length is smaller than %d bytes", h.MinSize).withFile(info.SentName)
+	}
+	return nil
+}
+
+// checkTusName sanitises the file name of an upload and checks what can be
+// checked before any byte arrives: the conflict policy and, on the name and
+// declared type alone, the accepted types.
+func (h *Handler) checkTusName(info *tusInfo) error {
+	if info.SentName == "" {
+		return errInvalidFilename.with(nil, "Upload-Metadata must name the file (filename or name)")
+	}
+	name, err := sanitizeFilename(info.SentName)
+	if err != nil {
+		return errInvalidFilename.with(err, "%v", err).withFile(info.SentName)
+	}
+	info.Name = name
+	if h.OnConflict == conflictReject && h.root.exists(name) {
+		return errFileExists.withFile(info.SentName)
+	}
+	if err := h.accept.checkName(name, info.Declared); err != nil {
+		return errInvalidType.with(err, "file type is not accepted: %v", err).withFile(info.SentName)
+	}
+	return nil
+}
+
+// tusEntry puts a resumable upload in the progress registry (again, after a
+// restart) and returns its entry.
+func (h *Handler) tusEntry(r *http.Request, info *tusInfo) *progressEntry {
+	received := new(atomic.Int64)
+	received.Store(info.Offset)
+	e := &progressEntry{
+		key:      h.requestKey(r, info.ID),
+		kind:     kindTus,
+		size:     info.Length,
+		received: received.Load,
+		counter:  received,
+		cancel:   func(error) {},
+	}
+	if got := h.root.progress.attach(e); got.counter != nil {
+		return got
+	}
+	return e // the id is taken by a standard upload's X-Progress-ID: keep out of its way
+}
+
+// serveTusHead answers HEAD {prefix}/.uploads/{id}: the upload's offset.
+func (h *Handler) serveTusHead(w http.ResponseWriter, r *http.Request, id string) error {
+	if err := tusPreamble(w, r); err != nil {
+		return h.refuse(w, err)
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	info, err := h.loadOwned(r, id)
+	if err != nil {
+		return h.refuse(w, tusLoadError(err))
+	}
+	if h.expired(info) {
+		return h.refuse(w, errTusGone)
+	}
+	hdr := w.Header()
+	hdr.Set("Upload-Offset", strconv.FormatInt(info.Offset, 10))
+	if info.Length >= 0 {
+		hdr.Set("Upload-Length", strconv.FormatInt(info.Length, 10))
+	} else {
+		hdr.Set("Upload-Defer-Length", "1")
+	}
+	if info.MetadataRaw != "" {
+		hdr.Set("Upload-Metadata", info.MetadataRaw)
+	}
+	switch {
+	case info.Partial:
+		hdr.Set("Upload-Concat", "partial")
+	case info.Final:
+		hdr.Set("Upload-Concat", "final;"+strings.Join(info.Parts, " "))
+	}
+	setTusExpires(w, info)
+	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+// serveTusPatch answers PATCH {prefix}/.uploads/{id}: appends a chunk.
+func (h *Handler) serveTusPatch(w http.ResponseWriter, r *http.Request, id string) error {
+	if err := tusPreamble(w, r); err != nil {
+		return h.refuse(w, err)
+	}
+	if r.Header.Get("Content-Type") != tusContentType {
+		return h.refuse(w, errTusContentType)
+	}
+	offset, ok := parseTusSize(r.Header.Get("Upload-Offset"))
+	if !ok {
+		return h.refuse(w, errInvalidRequest.with(nil, "Upload-Offset must be a non-negative integer"))
+	}
+	if _, err := h.loadOwned(r, id); err != nil {
+		return h.refuse(w, tusLoadError(err))
+	}
+	return h.tusWrite(w, r, id, offset, http.StatusNoContent)
+}
+
+// tusWrite appends the request body to upload id at offset, as its one
+// writer, and completes the upload when its last byte arrives. It answers
+// with status on success.
+func (h *Handler) tusWrite(w http.ResponseWriter, r *http.Request, id string, offset int64, status int) error {
+	ctx, cancel, ctl, release := cancellable(w, r, time.Duration(h.IdleTimeout))
+	defer release()
+	writer := h.root.acquireWriter(id)
+	defer h.root.releaseWriter(id, writer)
+	writer.takeOver(errInterrupted, cancel)
+	defer writer.letGo()
+
+	// Read the state again: the request that had the upload may have moved it.
+	info, err := h.loadOwned(r, id)
+	if err != nil {
+		return h.refuse(w, tusLoadError(err))
+	}
+	switch {
+	case h.expired(info):
+		return h.refuse(w, errTusGone)
+	case info.Final:
+		return h.refuse(w, errTusFinalPatch)
+	case offset != info.Offset:
+		w.Header().Set("Upload-Offset", strconv.FormatInt(info.Offset, 10))
+		return h.refuse(w, errTusOffset.with(nil, "Upload-Offset is %d; the upload is at %d", offset, info.Offset))
+	case info.Done:
+		return h.tusAnswer(w, info, status)
+	}
+	if v := r.Header.Get("Upload-Length"); v != "" && info.Length < 0 {
+		n, ok := parseTusSize(v)
+		if !ok || n < info.Offset {
+			return h.refuse(w, errInvalidRequest.with(nil, "Upload-Length must be an integer no smaller than the offset"))
+		}
+		info.Length = n
+		if err := h.checkTusLength(info); err != nil {
+			h.terminate(r, info, stateError, err)
+			return h.refuse(w, err)
+		}
+	}
+	if info.Length >= 0 && r.ContentLength > info.Length-info.Offset {
+		return h.refuse(w, errFileTooLarge.with(nil, "the chunk goes past Upload-Length").withFile(info.SentName))
+	}
+	checksum, err := parseTusChecksum(r.Header.Get("Upload-Checksum"))
+	if err != nil {
+		return h.refuse(w, err)
+	}
+
+	entry := h.tusEntry(r, info)
+	metrics.inFlight.WithLabelValues(kindTus).Inc()
+	defer metrics.inFlight.WithLabelValues(kindTus).Dec()
+	body := &bodyReader{r: r.Body, ctl: ctl}
+	err = h.tusAppend(info, body, checksum, entry.counter)
+	metrics.bytes.WithLabelValues(kindTus).Add(float64(body.n.Load()))
+	if err != nil {
+		var ue *uploadError
+		switch cause := context.Cause(ctx); {
+		case errors.Is(cause, errCancelled):
+			return h.refuse(w, errUploadCancelled)
+		case errors.Is(cause, errInterrupted):
+			return h.refuse(w, errTusInterrupted)
+		case errors.As(err, &ue) && (ue.Code == errFileTooLarge.Code || ue.Code == errInvalidType.Code):
+			// The file can never be accepted: the upload ends here.
+			h.terminate(r, info, stateError, err)
+		}
+		return h.refuse(w, err)
+	}
+	if info.Length >= 0 && info.Offset == info.Length && !info.Partial {
+		if err := h.tusComplete(r, info); err != nil {
+			h.terminate(r, info, stateError, err)
+			return h.refuse(w, err)
+		}
+	}
+	return h.tusAnswer(w, info, status)
+}
+
+// tusAnswer answers a successful creation or PATCH.
+func (h *Handler) tusAnswer(w http.ResponseWriter, info *tusInfo, status int) error {
+	w.Header().Set("Upload-Offset", strconv.FormatInt(info.Offset, 10))
+	setTusExpires(w, info)
+	w.WriteHeader(status)
+	return nil
+}
+
+// tusChecksum is a requested Upload-Checksum: the hash and the digest the
+// chunk must have.
+type tusChecksum struct {
+	h    hash.Hash
+	want []byte
+}
+
+// parseTusChecksum parses Upload-Checksum: "<algorithm> <base64 digest>".
+func parseTusChecksum(v string) (*tusChecksum, error) {
+	if v == "" {
+		return nil, nil
+	}
+	algo, enc, _ := strings.Cut(v, " ")
+	var h hash.Hash
+	switch algo {
+	case "sha1":
+		h = sha1.New()
+	case "sha256":
+		h = sha256.New()
+	case "md5":
+		h = md5.New()
+	default:
+		return nil, errInvalidRequest.with(nil, "Upload-Checksum algorithm %q is not one of %s", algo, tusChecksums)
+	}
+	want, err := base64.StdEncoding.DecodeString(enc)
+	if err != nil || len(want) != h.Size() {
+		return nil, errInvalidRequest.with(err, "Upload-Checksum digest is not valid base64 of the right length")
+	}
+	return &tusChecksum{h: h, want: want}, nil
+}
+
+// tusAppend streams body onto the upload's data file from info.Offset,
+// saving the state (after flushing the data, with fsync) every
+// tusCheckpoint bytes and at the end, so that what info says is on disk.
+// With a checksum, nothing is saved until the whole chunk is verified; a
+// mismatch discards it. counter follows the bytes received, for progress.
+func (h *Handler) tusAppend(info *tusInfo, body *bodyReader, checksum *tusChecksum, counter *atomic.Int64) error {
+	f, err := h.root.root.OpenFile(tusDataPath(info.ID), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return storeError(err)
+	}
+	// Bytes past the saved offset were never confirmed (a crash, a
+	// discarded chunk): drop them.
+	if err := f.Truncate(info.Offset); err != nil {
+		f.Close()
+		return storeError(err)
+	}
+	if _, err := f.Seek(info.Offset, io.SeekStart); err != nil {
+		f.Close()
+		return err
+	}
+	var fileHash hash.Hash
+	if h.Hash == hashSHA256 {
+		if fileHash, err = restoreHash(info); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	sink := newFileSink(f, fileHash)
+	start, saved := info.Offset, *info
+
+	var head []byte
+	if !info.TypeChecked && !info.Partial {
+		head = make([]byte, min(info.Offset, sniffLen), sniffLen)
+		if _, err := f.ReadAt(head, 0); err != nil {
+			_ = sink.close(false)
+			return storeError(err)
+		}
+		if len(head) == sniffLen {
+			if err := h.tusCheckType(info, head); err != nil {
+				_ = sink.close(false)
+				return err
+			}
+		}
+	}
+
+	var src io.Reader = body
+	if info.Length >= 0 {
+		src = io.LimitReader(body, info.Length-info.Offset)
+	} else if h.MaxSize > 0 {
+		src = io.LimitReader(body, h.MaxSize-info.Offset+1)
+	}
+	bufp := tusBuffers.Get().(*[]byte)
+	defer tusBuffers.Put(bufp)
+	buf := *bufp
+	sinceSave := int64(0)
+	var readErr error
+	for readErr == nil {
+		var n int
+		n, readErr = io.ReadFull(src, buf)
+		if readErr == io.ErrUnexpectedEOF && body.err == nil {
+			readErr = io.EOF // the body ended within this buffer
+		}
+		if n == 0 {
+			continue
+		}
+		chunk := buf[:n]
+		if info.Length < 0 && h.MaxSize > 0 && info.Offset+int64(n) > h.MaxSize {
+			_ = sink.close(false)
+			return errFileTooLarge.with(nil, "file is larger than %d bytes", h.MaxSize).withFile(info.SentName)
+		}
+		if head != nil && !info.TypeChecked {
+			head = append(head, chunk[:min(n, sniffLen-len(head))]...)
+			if len(head) == sniffLen {
+				if err := h.tusCheckType(info, head); err != nil {
+					_ = sink.close(false)
+					return err
+				}
+			}
+		}
+		if _, err := sink.Write(chunk); err != nil {
+			_ = sink.close(false)
+			return storeError(err)
+		}
+		if checksum != nil {
+			checksum.h.Write(chunk)
+		}
+		info.Offset += int64(n)
+		counter.Store(info.Offset)
+		if sinceSave += int64(n); checksum == nil && sinceSave >= tusCheckpoint {
+			if err := h.tusSave(f, info, fileHash); err != nil {
+				_ = sink.close(false)
+				return err
+			}
+			sinceSave = 0
+		}
+	}
+	if readErr != io.EOF || (checksum != nil && !checksumOK(checksum)) {
+		// A cut body keeps what arrived, unless a checksum must vouch for it.
+		err := errTusChecksum.withFile(info.SentName)
+		if readErr != io.EOF {
+			cause := body.err
+			if cause == nil {
+				cause = readErr
+			}
+			err = errInvalidRequest.with(cause, "reading the chunk failed: the client went away or stopped sending")
+		}
+		if checksum != nil {
+			*info = saved
+			counter.Store(start)
+			_ = sink.close(false)
+			return err
+		}
+		if serr := h.tusSave(f, info, fileHash); serr != nil {
+			_ = sink.close(false)
+			return serr
+		}
+		_ = sink.close(false)
+		return err
+	}
+	if head != nil && !info.TypeChecked && info.Length >= 0 && info.Offset == info.Length {
+		if err := h.tusCheckType(info, head); err != nil {
+			_ = sink.close(false)
+			return err
+		}
+	}
+	if err := h.tusSave(f, info, fileHash); err != nil {
+		_ = sink.close(false)
+		return err
+	}
+	if err := sink.close(false); err != nil {
+		return storeError(err)
+	}
+	return nil
+}
+
+func checksumOK(c *tusChecksum) bool {
+	got := c.h.Sum(nil)
+	return string(got) == string(c.want)
+}
+
+// tusSave makes the data durable (with fsync) and then saves the state.
+func (h *Handler) tusSave(f *os.File, info *tusInfo, fileHash hash.Hash) error {
+	if h.fsync {
+		if err := f.Sync(); err != nil {
+			return storeError(err)
+		}
+	}
+	if err := saveHash(info, fileHash); err != nil {
+		return err
+	}
+	info.Expires = h.root.progress.clock().Add(time.Duration(h.ChunkExpiry))
+	return storeError(h.root.saveTus(info, h.fsync))
+}
+
+// tusCheckType checks the first bytes of an upload against accept.
+func (h *Handler) tusCheckType(info *tusInfo, head []byte) error {
+	sniffed := mimetype.Detect(head)
+	if err := h.accept.check(info.Name, info.Declared, sniffed); err != nil {
+		return errInvalidType.with(err, "file type is not accepted: %v", err).withFile(info.SentName)
+	}
+	info.TypeChecked, info.ContentType = true, sniffed.String()
+	return nil
+}
+
+// tusComplete moves a finished upload into place like a standard upload.
+func (h *Handler) tusComplete(r *http.Request, info *tusInfo) error {
+	if info.Offset < h.MinSize {
+		return errFileTooSmall.with(nil, "file is smaller than %d bytes", h.MinSize).withFile(info.SentName)
+	}
+	if err := h.root.checkPlace(info.Name, h.OnConflict); err != nil {
+		return storeError(err)
+	}
+	stored, err := h.root.commit(tusDataPath(info.ID), info.Name, h.OnConflict, h.fsync)
+	if err != nil {
+		return err
+	}
+	sf := &storedFile{
+		Name: path.Base(stored), Path: stored, URL: h.fileURL(stored), Size: info.Offset, ContentType: info.ContentType,
+	}
+	if h.Hash == hashSHA256 {
+		fh, err := restoreHash(info)
+		if err != nil {
+			return err
+		}
+		sf.SHA256 = hex.EncodeToString(fh.Sum(nil))
+	}
+	info.Done, info.Stored, info.HashState = true, sf, nil
+	if err := h.root.saveTus(info, h.fsync); err != nil {
+		return err
+	}
+	h.tusFinished(r, info, stateDone, nil)
+	return nil
+}
+
+// tusFinished records the end of a resumable upload: progress and metrics.
+func (h *Handler) tusFinished(r *http.Request, info *tusInfo, state string, err error) {
+	e := h.tusEntry(r, info)
+	status, code := 0, ""
+	var files []storedFile
+	var ue *uploadError
+	switch {
+	case state == stateDone && info.Stored != nil:
+		files = []storedFile{*info.Stored}
+	case errors.As(err, &ue):
+		status, code = ue.Status, ue.Code
+	case err != nil:
+		status, code = http.StatusInternalServerError, "internal-error"
+	}
+	h.root.progress.finish(e, state, status, code, files)
+	metrics.uploads.WithLabelValues(kindTus, state).Inc()
+	metrics.duration.WithLabelValues(kindTus, state).Observe(time.Since(info.Created).Seconds())
+}
+
+// terminate removes an upload that ended without a file.
+func (h *Handler) terminate(r *http.Request, info *tusInfo, state string, err error) {
+	h.root.removeTus(info.ID)
+	h.tusFinished(r, info, state, err)
+}
+
+// serveTusDelete answers DELETE {prefix}/.uploads/{id} for a resumable
+// upload: termination. A request writing to it is stopped first.
+func (h *Handler) serveTusDelete(w http.ResponseWriter, r *http.Request, id string) error {
+	w.Header().Set("Tus-Resumable", tusVersion)
+	if v := r.Header.Get("Tus-Resumable"); v != "" && v != tusVersion {
+		return h.refuse(w, errTusVersion)
+	}
+	_, cancel, _, release := cancellable(w, r, 0)
+	defer release()
+	writer := h.root.acquireWriter(id)
+	defer h.root.releaseWriter(id, writer)
+	writer.takeOver(errCancelled, cancel)
+	defer writer.letGo()
+	info, err := h.loadOwned(r, id)
+	if err != nil {
+		return h.refuse(w, tusLoadError(err))
+	}
+	if info.Done {
+		return h.refuse(w, errUploadFinished)
+	}
+	h.terminate(r, info, stateCancelled, errUploadCancelled)
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// serveTusConcat creates a final upload from finished partial ones
+// (concatenation) and stores it at once.
+func (h *Handler) serveTusConcat(w http.ResponseWriter, r *http.Request, info *tusInfo, urls []string) error {
+	if len(urls) == 0 {
+		return h.refuse(w, errInvalidRequest.with(nil, "Upload-Concat: final needs the URLs of the partial uploads"))
+	}
+	info.Final, info.Parts, info.Length = true, urls, 0
+	parts := make([]*tusInfo, len(urls))
+	for i, u := range urls {
+		id := ""
+		if pu, err := url.Parse(u); err == nil {
+			id = path.Base(pu.Path)
+		}
+		p, err := h.loadOwned(r, id)
+		if err != nil {
+			return h.refuse(w, errInvalidRequest.with(err, "partial upload %q is not found", u))
+		}
+		if !p.Partial || p.Length < 0 || p.Offset != p.Length {
+			return h.refuse(w, errInvalidRequest.with(nil, "upload %q is not a finished partial upload", u))
+		}
+		parts[i] = p
+		info.Length += p.Length
+	}
+	info.Offset = info.Length
+	if err := h.checkTusLength(info); err != nil {
+		return h.refuse(w, err)
+	}
+	if err := h.checkTusName(info); err != nil {
+		return h.refuse(w, err)
+	}
+
+	f, tmp, err := h.root.createTemp()
+	if err != nil {
+		return h.refuse(w, storeError(err))
+	}
+	defer h.root.root.Remove(tmp) // gone already once committed
+	if err := h.concatParts(f, info, parts); err != nil {
+		return h.refuse(w, err)
+	}
+	if err := h.root.checkPlace(info.Name, h.OnConflict); err != nil {
+		return h.refuse(w, storeError(err))
+	}
+	stored, err := h.root.commit(tmp, info.Name, h.OnConflict, h.fsync)
+	if err != nil {
+		return h.refuse(w, err)
+	}
+	info.Stored.Name, info.Stored.Path, info.Stored.URL = path.Base(stored), stored, h.fileURL(stored)
+	info.Done = true
+	if err := h.root.saveTus(info, h.fsync); err != nil {
+		return h.refuse(w, storeError(err))
+	}
+	for _, p := range parts {
+		h.root.removeTus(p.ID)
+	}
+	h.tusFinished(r, info, stateDone, nil)
+	w.Header().Set("Location", h.tusURL(info.ID))
+	w.Header().Set("Upload-Offset", strconv.FormatInt(info.Offset, 10))
+	w.WriteHeader(http.StatusCreated)
+	return nil
+}
+
+// concatParts writes the partial uploads' data into f, hashing and checking
+// the type on the way, and closes f.
+func (h *Handler) concatParts(f *os.File, info *tusInfo, parts []*tusInfo) error {
+	sink := newFileSink(f, h.newHash())
+	head := make([]byte, 0, sniffLen)
+	bufp := tusBuffers.Get().(*[]byte)
+	defer tusBuffers.Put(bufp)
+	for _, p := range parts {
+		pf, err := h.root.root.Open(tusDataPath(p.ID))
+		if err != nil {
+			_ = sink.close(false)
+			return storeError(err)
+		}
+		for {
+			n, rerr := pf.Read(*bufp)
+			if n > 0 {
+				if len(head) < sniffLen {
+					head = append(head, (*bufp)[:min(n, sniffLen-len(head))]...)
+				}
+				if _, err := sink.Write((*bufp)[:n]); err != nil {
+					pf.Close()
+					_ = sink.close(false)
+					return storeError(err)
+				}
+			}
+			if rerr == io.EOF {
+				break
+			}
+			if rerr != nil {
+				pf.Close()
+				_ = sink.close(false)
+				return storeError(rerr)
+			}
+		}
+		pf.Close()
+	}
+	if err := h.tusCheckType(info, head); err != nil {
+		_ = sink.close(false)
+		return err
+	}
+	if err := sink.close(h.fsync); err != nil {
+		return storeError(err)
+	}
+	info.Stored = &storedFile{Size: info.Length, ContentType: info.ContentType, SHA256: sink.sum()}
+	return nil
+}

@@ -1,0 +1,249 @@
+package reflexupload
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io/fs"
+	"os"
+	"path"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// tusDir holds the resumable uploads: {id} is the data received so far and
+// {id}.json its state, both private.
+var tusDir = path.Join(reservedDir, "tus")
+
+// tusInfo is the durable state of one resumable upload. It is written
+// atomically (temp file, fsync, rename) after the data it describes is on
+// disk, so its Offset never counts a byte that a crash could lose.
+type tusInfo struct {
+	ID          string            `json:"id"`
+	OwnerHash   string            `json:"owner_hash,omitempty"` // sha256 of the owner value, hex
+	Length      int64             `json:"length"`               // -1 while deferred
+	Offset      int64             `json:"offset"`               // bytes durably received
+	MetadataRaw string            `json:"metadata_raw,omitempty"`
+	Metadata    map[string]string `json:"metadata,omitempty"`
+	Name        string            `json:"name,omitempty"` // sanitised target path
+	SentName    string            `json:"sent_name,omitempty"`
+	Declared    string            `json:"declared,omitempty"` // the declared type (filetype)
+	Partial     bool              `json:"partial,omitempty"`
+	Final       bool              `json:"final,omitempty"`
+	Parts       []string          `json:"parts,omitempty"` // the part URLs of a final upload
+	Created     time.Time         `json:"created"`
+	Expires     time.Time         `json:"expires"`
+	HashState   []byte            `json:"hash_state,omitempty"` // sha256 state at Offset
+	ContentType string            `json:"content_type,omitempty"`
+	TypeChecked bool              `json:"type_checked,omitempty"`
+	Done        bool              `json:"done,omitempty"`
+	Stored      *storedFile       `json:"stored,omitempty"`
+}
+
+func tusDataPath(id string) string { return path.Join(tusDir, id) }
+func tusInfoPath(id string) string { return path.Join(tusDir, id+".json") }
+
+// ownerHash is what is kept on disk of an owner value.
+func ownerHash(owner string) string {
+	if owner == "" {
+		return ""
+	}
+	s := sha256.Sum256([]byte(owner))
+	return hex.EncodeToString(s[:])
+}
+
+// loadTus reads an upload's state; fs.ErrNotExist when there is none.
+func (u *uploadRoot) loadTus(id string) (*tusInfo, error) {
+	b, err := u.root.ReadFile(tusInfoPath(id))
+	if err != nil {
+		return nil, err
+	}
+	var info tusInfo
+	if err := json.Unmarshal(b, &info); err != nil {
+		return nil, fmt.Errorf("upload state %s: %w", id, err)
+	}
+	return &info, nil
+}
+
+// saveTus writes an upload's state atomically.
+func (u *uploadRoot) saveTus(info *tusInfo, fsync bool) error {
+	b, err := json.Marshal(info)
+	if err != nil {
+		return err
+	}
+	tmp := tusInfoPath(info.ID) + ".tmp"
+	f, err := u.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil && fsync {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = u.root.Rename(tmp, tusInfoPath(info.ID))
+	}
+	if err == nil && fsync {
+		err = u.syncDir(tusDir)
+	}
+	if err != nil {
+		_ = u.root.Remove(tmp)
+	}
+	return err
+}
+
+// hasTus reports whether a resumable upload id exists (of any owner).
+func (u *uploadRoot) hasTus(id string) bool {
+	_, err := u.root.Lstat(tusInfoPath(id))
+	return err == nil
+}
+
+// removeTus removes an upload's data and state.
+func (u *uploadRoot) removeTus(id string) {
+	_ = u.root.Remove(tusDataPath(id))
+	_ = u.root.Remove(tusInfoPath(id))
+}
+
+// restoreHash gives the sha256 state of the bytes before info.Offset.
+func restoreHash(info *tusInfo) (hash.Hash, error) {
+	h := sha256.New()
+	if len(info.HashState) > 0 {
+		if err := h.(encoding.BinaryUnmarshaler).UnmarshalBinary(info.HashState); err != nil {
+			return nil, fmt.Errorf("restoring hash state: %w", err)
+		}
+	}
+	return h, nil
+}
+
+// saveHash keeps a hash's state in info.
+func saveHash(info *tusInfo, h hash.Hash) error {
+	if h == nil {
+		info.HashState = nil
+		return nil
+	}
+	b, err := h.(encoding.BinaryMarshaler).MarshalBinary()
+	info.HashState = b
+	return err
+}
+
+// tusWriter is the one writer of a resumable upload. A request that wants to
+// write (PATCH, DELETE) takes it over: the request holding it is stopped
+// with errInterrupted (its body read ends at once), keeps what it received,
+// and hands over.
+type tusWriter struct {
+	mu   sync.Mutex // held by the request that writes
+	cmu  sync.Mutex // guards stop
+	stop context.CancelCauseFunc
+	refs int // guarded by uploadRoot.tusMu
+}
+
+// acquireWriter returns the writer of upload id, counted as in use until
+// releaseWriter.
+func (u *uploadRoot) acquireWriter(id string) *tusWriter {
+	u.tusMu.Lock()
+	defer u.tusMu.Unlock()
+	w := u.writers[id]
+	if w == nil {
+		w = &tusWriter{}
+		u.writers[id] = w
+	}
+	w.refs++
+	return w
+}
+
+func (u *uploadRoot) releaseWriter(id string, w *tusWriter) {
+	u.tusMu.Lock()
+	defer u.tusMu.Unlock()
+	if w.refs--; w.refs == 0 {
+		delete(u.writers, id)
+	}
+}
+
+// busy reports whether a request is using upload id.
+func (u *uploadRoot) busy(id string) bool {
+	u.tusMu.Lock()
+	defer u.tusMu.Unlock()
+	return u.writers[id] != nil
+}
+
+// takeOver stops the request writing now, with cause, waits until it has
+// let go, and makes the caller the writer; cancel stops the caller in turn.
+func (w *tusWriter) takeOver(cause error, cancel context.CancelCauseFunc) {
+	w.cmu.Lock()
+	if w.stop != nil {
+		w.stop(cause)
+	}
+	w.cmu.Unlock()
+	w.mu.Lock()
+	w.cmu.Lock()
+	w.stop = cancel
+	w.cmu.Unlock()
+}
+
+// letGo ends the caller's turn as the writer.
+func (w *tusWriter) letGo() {
+	w.cmu.Lock()
+	w.stop = nil
+	w.cmu.Unlock()
+	w.mu.Unlock()
+}
+
+// sweepTus removes the resumable uploads expired at now, except those a
+// request is using, and the state files nobody can use (no data, broken).
+func (h *Handler) sweepTus(now time.Time) int {
+	entries, err := fs.ReadDir(h.root.root.FS(), tusDir)
+	if err != nil {
+		return 0
+	}
+	removed := 0
+	for _, e := range entries {
+		id, ok := strings.CutSuffix(e.Name(), ".json")
+		if !ok || !validTusID(id) || h.root.busy(id) {
+			continue
+		}
+		info, err := h.root.loadTus(id)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			h.root.removeTus(id)
+			removed++
+			continue
+		}
+		if info != nil && now.After(info.Expires) {
+			h.root.removeTus(id)
+			h.root.progress.expire(id)
+			removed++
+		}
+	}
+	return removed
+}
+
+// sweepInterval is how often the sweeper looks for expired uploads.
+func sweepInterval(expiry time.Duration) time.Duration {
+	return min(max(expiry/4, time.Second), 10*time.Minute)
+}
+
+// runSweeper removes expired uploads until the module's context ends.
+func (h *Handler) runSweeper() {
+	tick := time.NewTicker(sweepInterval(time.Duration(h.ChunkExpiry)))
+	defer tick.Stop()
+	for {
+		select {
+		case <-h.ctx.Done():
+			return
+		case <-tick.C:
+			if n := h.sweepTus(h.root.progress.clock()); n > 0 {
+				h.logger.Info("removed expired resumable uploads", zap.Int("count", n))
+			}
+		}
+	}
+}
