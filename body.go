@@ -17,8 +17,9 @@ type bodyReader struct {
 	r     io.Reader
 	limit int64 // 0: none
 	n     atomic.Int64
-	err   error        // first error other than io.EOF
-	ctl   *readControl // pushes the idle deadline; may be nil
+	err   error         // first error other than io.EOF
+	ctl   *readControl  // pushes the idle deadline; may be nil
+	also  *atomic.Int64 // another count the bytes read go to; may be nil
 }
 
 func (b *bodyReader) Read(p []byte) (int, error) {
@@ -47,6 +48,9 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 	}
 	k, err := b.r.Read(p)
 	b.n.Add(int64(k))
+	if b.also != nil {
+		b.also.Add(int64(k))
+	}
 	return k, b.keep(err)
 }
 

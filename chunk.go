@@ -317,6 +317,14 @@ func (h *Handler) serveTusHead(w http.ResponseWriter, r *http.Request, id string
 		return h.refuse(w, err)
 	}
 	w.Header().Set("Cache-Control", "no-store")
+	if _, err := h.loadOwned(r, id); err != nil {
+		return h.refuse(w, tusLoadError(err))
+	}
+	// A client asks for the offset to resume from: a PATCH still in flight
+	// (typically one whose connection died without the server noticing) is
+	// stopped, so the offset given counts every byte it received.
+	_, _, done := h.becomeWriter(w, r, id, errInterrupted, 0)
+	defer done()
 	info, err := h.loadOwned(r, id)
 	if err != nil {
 		return h.refuse(w, tusLoadError(err))
@@ -367,12 +375,8 @@ func (h *Handler) serveTusPatch(w http.ResponseWriter, r *http.Request, id strin
 // writer, and completes the upload when its last byte arrives. It answers
 // with status on success.
 func (h *Handler) tusWrite(w http.ResponseWriter, r *http.Request, id string, offset int64, status int) error {
-	ctx, cancel, ctl, release := cancellable(w, r, time.Duration(h.IdleTimeout))
-	defer release()
-	writer := h.root.acquireWriter(id)
-	defer h.root.releaseWriter(id, writer)
-	writer.takeOver(errInterrupted, cancel)
-	defer writer.letGo()
+	ctx, ctl, done := h.becomeWriter(w, r, id, errInterrupted, time.Duration(h.IdleTimeout))
+	defer done()
 
 	// Read the state again: the request that had the upload may have moved it.
 	info, err := h.loadOwned(r, id)
@@ -412,7 +416,7 @@ func (h *Handler) tusWrite(w http.ResponseWriter, r *http.Request, id string, of
 	entry := h.tusEntry(r, info)
 	metrics.inFlight.WithLabelValues(kindTus).Inc()
 	defer metrics.inFlight.WithLabelValues(kindTus).Dec()
-	body := &bodyReader{r: r.Body, ctl: ctl}
+	body := &bodyReader{r: r.Body, ctl: ctl, also: entry.counter}
 	err = h.tusAppend(info, body, checksum, entry.counter)
 	metrics.bytes.WithLabelValues(kindTus).Add(float64(body.n.Load()))
 	if err != nil {
@@ -435,6 +439,20 @@ func (h *Handler) tusWrite(w http.ResponseWriter, r *http.Request, id string, of
 		}
 	}
 	return h.tusAnswer(w, info, status)
+}
+
+// becomeWriter makes the request the one writer of upload id, stopping the
+// request that writes now with cause. It returns the request's context and
+// read control, and the function that ends its turn.
+func (h *Handler) becomeWriter(w http.ResponseWriter, r *http.Request, id string, cause error, idle time.Duration) (context.Context, *readControl, func()) {
+	ctx, cancel, ctl, release := cancellable(w, r, idle)
+	writer := h.root.acquireWriter(id)
+	writer.takeOver(cause, cancel)
+	return ctx, ctl, func() {
+		writer.letGo()
+		h.root.releaseWriter(id, writer)
+		release()
+	}
 }
 
 // tusAnswer answers a successful creation or PATCH.
@@ -480,7 +498,8 @@ func parseTusChecksum(v string) (*tusChecksum, error) {
 // saving the state (after flushing the data, with fsync) every
 // tusCheckpoint bytes and at the end, so that what info says is on disk.
 // With a checksum, nothing is saved until the whole chunk is verified; a
-// mismatch discards it. counter follows the bytes received, for progress.
+// mismatch discards it. counter, which the body's reads move on, is set
+// back to what is kept when a chunk is not.
 func (h *Handler) tusAppend(info *tusInfo, body *bodyReader, checksum *tusChecksum, counter *atomic.Int64) error {
 	f, err := h.root.root.OpenFile(tusDataPath(info.ID), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
@@ -702,12 +721,8 @@ func (h *Handler) serveTusDelete(w http.ResponseWriter, r *http.Request, id stri
 	if v := r.Header.Get("Tus-Resumable"); v != "" && v != tusVersion {
 		return h.refuse(w, errTusVersion)
 	}
-	_, cancel, _, release := cancellable(w, r, 0)
-	defer release()
-	writer := h.root.acquireWriter(id)
-	defer h.root.releaseWriter(id, writer)
-	writer.takeOver(errCancelled, cancel)
-	defer writer.letGo()
+	_, _, done := h.becomeWriter(w, r, id, errCancelled, 0)
+	defer done()
 	info, err := h.loadOwned(r, id)
 	if err != nil {
 		return h.refuse(w, tusLoadError(err))

@@ -27,11 +27,6 @@ type rawUpload struct {
 // named name whose data will be size bytes, and the first sent bytes of it.
 func startRawUpload(t *testing.T, target string, header http.Header, name string, size, sent int) *rawUpload {
 	t.Helper()
-	conn, err := net.Dial("tcp", "localhost:9080")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
 	const boundary = "raw-upload-boundary"
 	head := "--" + boundary + "\r\nContent-Disposition: form-data; name=\"files\"; filename=\"" + name + "\"\r\n" +
 		"Content-Type: application/octet-stream\r\n\r\n"
@@ -45,12 +40,23 @@ func startRawUpload(t *testing.T, target string, header http.Header, name string
 		}
 	}
 	req.WriteString("\r\n" + head)
-	if _, err := io.WriteString(conn, req.String()); err != nil {
-		t.Fatal(err)
-	}
-	u := &rawUpload{conn: conn, br: bufio.NewReader(conn)}
+	u := dialRaw(t, req.String())
 	u.send(t, sent)
 	return u
+}
+
+// dialRaw connects to the site and sends head as it is.
+func dialRaw(t *testing.T, head string) *rawUpload {
+	t.Helper()
+	conn, err := net.Dial("tcp", "localhost:9080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if _, err := io.WriteString(conn, head); err != nil {
+		t.Fatal(err)
+	}
+	return &rawUpload{conn: conn, br: bufio.NewReader(conn)}
 }
 
 // send sends n more bytes of file data.
