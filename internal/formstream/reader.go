@@ -3,9 +3,11 @@
 // mime/multipart where large files are uploaded.
 //
 // The body is read into one large buffer (1 MiB by default); the end of a
-// part's data is found with bytes.Index, and the data is handed out as
-// slices of that buffer ([Part.Chunk], [Part.WriteTo]) with no per-byte work
-// and no allocation per chunk.
+// part's data is found by a sampling search that looks at 2 of every
+// len(boundary)+3 bytes (falling back to bytes.Index on data made of the
+// delimiter's bytes), and the data is handed out as slices of that buffer
+// ([Part.Chunk], [Part.WriteTo]) with no per-byte work and no allocation per
+// chunk.
 //
 // # Semantics
 //
@@ -38,8 +40,9 @@
 // These bodies are refused with an error although mime/multipart accepts
 // them:
 //
-//   - A boundary that is empty, longer than 70 bytes (RFC 2046's limit), or
-//     that contains CR or LF: [ErrInvalidBoundary].
+//   - A boundary longer than 70 bytes (RFC 2046's limit) or that contains
+//     CR or LF: [ErrInvalidBoundary] (also given for an empty boundary,
+//     which mime/multipart refuses too).
 //   - Bare LF line endings: a first delimiter line ending in LF alone (which
 //     switches mime/multipart to LF mode), or a part header line ending in LF
 //     alone: [ErrMalformed].
@@ -92,8 +95,10 @@ const (
 	maxPreambleLine = 4096
 )
 
-// Errors. Errors about the body wrap one of these (use errors.Is); an error
-// of the underlying reader is returned as it is.
+// Errors. Errors about the body wrap one of these (use errors.Is); a body
+// that ends before its close delimiter gives an error wrapping
+// io.ErrUnexpectedEOF; an error of the underlying reader is returned as it
+// is.
 var (
 	// ErrMalformed is wrapped by the errors about a body that does not
 	// follow the multipart syntax.
@@ -108,21 +113,18 @@ var (
 	ErrInvalidBoundary = errors.New("formstream: invalid boundary")
 )
 
-// A body that ends before the close delimiter gives an error wrapping
-// io.ErrUnexpectedEOF.
-
 // strictKind says which documented stricter-than-mime/multipart rule an
 // error comes from (used by the tests to check that every such error is one
 // of the documented cases).
 type strictKind uint8
 
 const (
-	notStrict      strictKind = iota
-	strictBoundary            // invalid boundary
-	strictBareLF              // off is the offset of the bare LF
-	strictPadding             // off is the offset of the padding
-	strictHeader              // off is the offset of the header block
-	strictHeaderEOF           // off is the offset of the header block
+	notStrict       strictKind = iota
+	strictBoundary             // invalid boundary
+	strictBareLF               // off is the offset of the bare LF
+	strictPadding              // off is the offset of the padding
+	strictHeader               // off is the offset of the header block
+	strictHeaderEOF            // off is the offset of the header block
 )
 
 // bodyError is the error about the body: kind is one of the sentinel errors
@@ -158,6 +160,7 @@ type Reader struct {
 
 	dashBoundary   []byte // "--" + boundary
 	nlDashBoundary []byte // "\r\n--" + boundary
+	find           finder // searches for nlDashBoundary
 
 	maxHeaderBytes int
 	maxHeaderLines int
@@ -207,6 +210,7 @@ func newReader(src io.Reader, boundary string, bufSize, maxHeaderBytes, maxHeade
 	d := []byte("\r\n--" + boundary)
 	rd.nlDashBoundary = d
 	rd.dashBoundary = d[2:]
+	rd.find.init(d)
 	return rd
 }
 
@@ -648,7 +652,7 @@ func (rd *Reader) scan() {
 			}
 			continue
 		}
-		i := bytes.Index(b, d)
+		i := rd.find.index(b)
 		if i < 0 {
 			// Everything is data but a tail that may begin the delimiter.
 			// d has one CR, its first byte: only the last CR can begin it.
@@ -672,6 +676,72 @@ func (rd *Reader) scan() {
 		// d cannot overlap itself (one CR), so the search goes on after it.
 		rd.pend += i + len(d)
 	}
+}
+
+// finder finds the delimiter d ("\r\n--" + boundary) in part data.
+//
+// bytes.Index is slow on binary data: it calls IndexByte for d's first
+// byte, CR, which random data has once every 256 bytes, and each call ends
+// in a mispredicted branch; it reaches about a third of the speed of
+// reading the data. finder instead samples one 2-byte gram every len(d)-1
+// bytes, so every occurrence of d spans one sample, and checks it against
+// a bitmap of d's grams; only samples in the bitmap lead to comparisons.
+// When too many samples hit (data made of d's bytes), it falls back to
+// bytes.Index.
+type finder struct {
+	d    []byte
+	bits [1 << 16 / 64]uint64      // grams of d (the 2 bytes big-endian)
+	last [1 << gramHashBits]uint8  // 1 + the last offset in d of a gram with this hash, or 0
+	prev [MaxBoundaryLen + 4]uint8 // 1 + the offset before o with a gram of the same hash, or 0
+}
+
+const gramHashBits = 10
+
+func gramHash(g uint16) uint32 {
+	return uint32(g) * 2654435761 >> (32 - gramHashBits)
+}
+
+func (f *finder) init(d []byte) {
+	f.d = d
+	for i := 0; i+1 < len(d); i++ {
+		g := uint16(d[i])<<8 | uint16(d[i+1])
+		f.bits[g>>6] |= 1 << (g & 63)
+		h := gramHash(g)
+		f.prev[i] = f.last[h]
+		f.last[h] = uint8(i + 1)
+	}
+}
+
+// index returns the index of the first occurrence of f.d in s, or -1.
+func (f *finder) index(s []byte) int {
+	d := f.d
+	m, n := len(d), len(s)
+	// The occurrences that start in [j-m+2, j] are those that contain the
+	// gram at j; j goes up by m-1, so each occurrence contains exactly one
+	// sampled gram and they are found in order.
+	step := m - 1
+	hits := 0
+	for j := m - 2; j+1 < n; j += step {
+		g := uint16(s[j])<<8 | uint16(s[j+1])
+		if f.bits[g>>6]&(1<<(g&63)) == 0 {
+			continue
+		}
+		// The offsets in d of grams with g's hash, last first.
+		for o := f.last[gramHash(g)]; o != 0; o = f.prev[o-1] {
+			if p := j - int(o-1); p+m <= n && s[p] == d[0] && bytes.Equal(s[p:p+m], d) {
+				return p
+			}
+		}
+		hits++
+		if hits > 16+(j/step)/3 {
+			// No occurrence starts at or before j.
+			if i := bytes.Index(s[j+1:], d); i >= 0 {
+				return j + 1 + i
+			}
+			return -1
+		}
+	}
+	return -1
 }
 
 // A Part is one part of a multipart body. Its data is read with Read,
