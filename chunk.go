@@ -432,8 +432,11 @@ func (h *Handler) tusWrite(w http.ResponseWriter, r *http.Request, id string, of
 		}
 		return h.refuse(w, err)
 	}
-	if info.Length >= 0 && info.Offset == info.Length && !info.Partial {
-		if err := h.tusComplete(r, info); err != nil {
+	if info.Length >= 0 && info.Offset == info.Length {
+		if info.Partial {
+			// Complete, waiting for its final upload: no longer in flight.
+			h.root.progress.finish(entry, stateDone, 0, "", nil)
+		} else if err := h.tusComplete(r, info); err != nil {
 			h.terminate(r, info, stateError, err)
 			return h.refuse(w, err)
 		}

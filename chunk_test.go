@@ -330,6 +330,9 @@ func TestTusConcatenation(t *testing.T) {
 		}
 		res, body = tusPatch(t, loc, 0, data[i*4000:(i+1)*4000])
 		assertOffset(t, res, body, http.StatusNoContent, 4000)
+		if p := progressOf(t, strings.TrimPrefix(loc, tusEndpoint+"/")); p.State != stateDone || len(p.Files) != 0 {
+			t.Fatalf("progress of a complete partial upload: %+v", p)
+		}
 		parts = append(parts, loc)
 	}
 	// Parts out of order are put together in the order listed.
