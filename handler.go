@@ -135,8 +135,7 @@ type uploadResult struct {
 // receivedFile is a file part held in a temp file until the request ends.
 type receivedFile struct {
 	storedFile
-	sent string // the name the client sent
-	tmp  string // temp file, relative to the root
+	tmp string // temp file, relative to the root
 }
 
 // upload is one standard upload request in progress.
@@ -367,7 +366,7 @@ func (u *upload) receiveFile(part *formstream.Part) error {
 	if err != nil {
 		return storeError(err)
 	}
-	rf := &receivedFile{sent: sent, tmp: tmp}
+	rf := &receivedFile{tmp: tmp}
 	rf.Field = part.FormName()
 	rf.Path = name
 	u.files = append(u.files, rf) // from here on, discard removes the temp file
