@@ -230,7 +230,7 @@ func (h *Handler) serveTusCreate(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 
-	f, err := h.root.root.OpenFile(tusDataPath(info.ID), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := h.root.root.OpenFile(tusDataPath(info.ID), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return h.refuse(w, storeError(err))
 	}
@@ -504,7 +504,7 @@ func parseTusChecksum(v string) (*tusChecksum, error) {
 // mismatch discards it. counter, which the body's reads move on, is set
 // back to what is kept when a chunk is not.
 func (h *Handler) tusAppend(info *tusInfo, body *bodyReader, checksum *tusChecksum, counter *atomic.Int64) error {
-	f, err := h.root.root.OpenFile(tusDataPath(info.ID), os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := h.root.root.OpenFile(tusDataPath(info.ID), os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return storeError(err)
 	}

@@ -142,6 +142,16 @@ func TestTusCore(t *testing.T) {
 	res, body = tus(t, http.MethodHead, loc, nil)
 	assertOffset(t, res, body, http.StatusOK, 10000)
 	assertStored(t, root, ".uploads/tus/"+id+".json", "docs/report.bin")
+
+	// Stored the same way as a standard upload, permissions included.
+	if res, body := postFiles(t, "/_upload", nil, part{name: "std.bin", data: data}); res.StatusCode != 201 {
+		t.Fatalf("standard upload: %d %s", res.StatusCode, body)
+	}
+	tusInfo, err1 := os.Stat(filepath.Join(root, "docs/report.bin"))
+	stdInfo, err2 := os.Stat(filepath.Join(root, "std.bin"))
+	if err1 != nil || err2 != nil || tusInfo.Mode() != stdInfo.Mode() {
+		t.Fatalf("modes: tus %v, standard %v (%v %v)", tusInfo.Mode(), stdInfo.Mode(), err1, err2)
+	}
 }
 
 func TestTusErrors(t *testing.T) {

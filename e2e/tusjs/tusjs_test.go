@@ -1,0 +1,703 @@
+// Package tusjs_test runs reflex_upload's tus endpoint against the real
+// tus-js-client: it builds Caddy with the module (./cmd/caddy), starts it as a
+// child process on a loopback port, and drives uploads with upload.mjs (Node)
+// beside this file. See README.md.
+package tusjs_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const (
+	mib = 1 << 20
+	// testTimeout bounds each test: Caddy, the client and every wait.
+	testTimeout = 3 * time.Minute
+	// buildTimeout bounds building Caddy (a cold build compiles all of it).
+	buildTimeout = 8 * time.Minute
+	// npmTimeout bounds npm ci.
+	npmTimeout = 5 * time.Minute
+)
+
+var (
+	// workDir holds the built Caddy; TestMain removes it.
+	workDir string
+
+	buildOnce sync.Once
+	caddyBin  string
+	buildErr  error
+
+	npmOnce sync.Once
+	npmErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if workDir != "" {
+		os.RemoveAll(workDir)
+	}
+	os.Exit(code)
+}
+
+// TestTusJSChunked uploads 50 MiB in 8 MiB PATCH requests.
+func TestTusJSChunked(t *testing.T) {
+	h := setup(t)
+	src, sum := randomFile(t, 50*mib, 1)
+	res, run := h.upload(t, nil, "--file", src, "--filename", "chunked.bin", "--chunk-size", strconv.Itoa(8*mib))
+	h.assertComplete(t, res, run, "chunked.bin", 50*mib, sum)
+	if n := run.count("http POST "); n != 1 {
+		t.Errorf("the client created %d uploads, want 1", n)
+	}
+	if n := run.count("http PATCH "); n < 7 {
+		t.Errorf("the client sent %d PATCH requests, want at least 7 (50 MiB in 8 MiB chunks)", n)
+	}
+}
+
+// TestTusJSParallel uploads 50 MiB as 4 partial uploads that a final
+// upload concatenates (the tus concatenation extension).
+func TestTusJSParallel(t *testing.T) {
+	h := setup(t)
+	src, sum := randomFile(t, 50*mib, 2)
+	res, run := h.upload(t, nil, "--file", src, "--filename", "parallel.bin",
+		"--chunk-size", strconv.Itoa(8*mib), "--parallel", "4")
+	h.assertComplete(t, res, run, "parallel.bin", 50*mib, sum)
+	// 4 partial uploads, then the final one.
+	if n := run.count("http POST "); n != 5 {
+		t.Errorf("the client sent %d POST requests, want 5 (4 partial uploads and the final one)", n)
+	}
+}
+
+// TestTusJSCutConnection cuts the client's connection in the middle of its
+// second 16 MiB chunk: the client asks the server for its offset (HEAD) and
+// sends the rest of the chunk on a new connection.
+func TestTusJSCutConnection(t *testing.T) {
+	h := setup(t)
+	src, sum := randomFile(t, 30*mib, 3)
+	res, run := h.upload(t, nil, "--file", src, "--filename", "cut.bin",
+		"--chunk-size", strconv.Itoa(16*mib), "--proxy-cut-after", strconv.Itoa(20*mib))
+	h.assertComplete(t, res, run, "cut.bin", 30*mib, sum)
+	if res.Cuts < 1 {
+		t.Errorf("the proxy cut %d connections, want at least 1", res.Cuts)
+	}
+	if res.Retries < 1 {
+		t.Errorf("the client retried %d times, want at least 1", res.Retries)
+	}
+	h.assertResumed(t, run, res)
+}
+
+// TestTusJSRestart stops Caddy (SIGTERM) while an upload is in flight and
+// starts it again on the same port and root: the client resumes the same
+// upload once the server is back.
+func TestTusJSRestart(t *testing.T) {
+	h := setup(t)
+	src, sum := randomFile(t, 40*mib, 4)
+	const chunk = 4 * mib
+	accepted := make(chan struct{})
+	var once sync.Once
+	watch := func(line string) {
+		// The server has stored at least one chunk.
+		if v, ok := strings.CutPrefix(line, "chunk accepted="); ok {
+			if n, _, _ := strings.Cut(v, " "); n != "0" {
+				once.Do(func() { close(accepted) })
+			}
+		}
+	}
+	// tus-js-client cannot throttle, so the script's proxy does (8 MiB/s,
+	// about 5 s for the whole file), which leaves time to restart Caddy
+	// while the upload is in flight.
+	run := h.startUpload(t, watch, "--file", src, "--filename", "restart.bin",
+		"--chunk-size", strconv.Itoa(chunk), "--proxy-rate", strconv.Itoa(8*mib),
+		"--retry-delays", "0,250,500,1000,1000,1000,2000,2000,2000,2000,2000,2000")
+	select {
+	case <-accepted:
+	case <-run.done:
+		res := run.result(t)
+		t.Fatalf("the upload ended before the server had accepted a chunk: %+v", res)
+	case <-h.ctx.Done():
+		t.Fatalf("no chunk accepted in time: %v", h.ctx.Err())
+	}
+	stopping := time.Now()
+	h.caddy.stop(t)
+	t.Logf("Caddy stopped (SIGTERM) after the first accepted chunk, in %v", time.Since(stopping).Round(time.Millisecond))
+	select {
+	case <-run.done:
+		t.Errorf("the upload ended while Caddy was down")
+	case <-time.After(500 * time.Millisecond):
+	}
+	starting := time.Now()
+	h.caddy.start(t)
+	t.Logf("Caddy listens again on %s after %v", h.caddy.addr, time.Since(starting).Round(time.Millisecond))
+	<-run.done
+	res := run.result(t)
+	h.assertComplete(t, res, run, "restart.bin", 40*mib, sum)
+	if res.Retries < 1 {
+		t.Errorf("the client retried %d times, want at least 1 (the restart went unnoticed?)", res.Retries)
+	}
+	h.assertResumed(t, run, res)
+}
+
+// harness is one test's Caddy and upload folder.
+type harness struct {
+	ctx      context.Context
+	dir      string // the site's upload folder (reflex_upload's root)
+	endpoint string // the tus endpoint
+	caddy    *caddyProc
+	tusjsDir string
+}
+
+// setup checks for node, installs the client, builds and starts Caddy.
+func setup(t *testing.T) *harness {
+	t.Helper()
+	requireNode(t)
+	tusjsDir, err := filepath.Abs(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	npmOnce.Do(func() { npmErr = npmInstall(tusjsDir) })
+	if npmErr != nil {
+		t.Fatalf("installing tus-js-client: %v", npmErr)
+	}
+	h := startCaddy(t)
+	h.tusjsDir = tusjsDir
+	return h
+}
+
+// startCaddy builds Caddy and starts it on a fresh upload folder.
+func startCaddy(t *testing.T) *harness {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	t.Cleanup(cancel)
+	buildOnce.Do(func() { caddyBin, buildErr = buildCaddy() })
+	if buildErr != nil {
+		t.Fatalf("building Caddy: %v", buildErr)
+	}
+
+	base := t.TempDir()
+	dir := filepath.Join(base, "root")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	config := fmt.Sprintf(`{
+	admin off
+	auto_https off
+	persist_config off
+}
+http://%s {
+	reflex_upload {
+		root %s
+	}
+}
+`, addr, dir)
+	configPath := filepath.Join(base, "Caddyfile")
+	if err := os.WriteFile(configPath, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := &caddyProc{ctx: ctx, bin: caddyBin, config: configPath, addr: addr, home: filepath.Join(base, "home"),
+		logPath: filepath.Join(base, "caddy.log")}
+	t.Cleanup(func() {
+		c.stop(t)
+		if t.Failed() {
+			t.Logf("Caddy's output:\n%s", tail(c.log(), 8000))
+			t.Logf("files under %s:\n%s", dir, listFiles(dir))
+		}
+	})
+	c.start(t)
+	return &harness{ctx: ctx, dir: dir, endpoint: "http://" + addr + "/_upload/.uploads", caddy: c}
+}
+
+// requireNode skips the test when node or npm is missing, and fails it in CI.
+func requireNode(t *testing.T) {
+	t.Helper()
+	var missing []string
+	for _, tool := range []string{"node", "npm"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			missing = append(missing, tool)
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s not found: the tus-js-client tests need Node.js 18 or newer and npm "+
+			"(on Debian: apt-get install -y nodejs npm)", strings.Join(missing, " and "))
+	}
+	t.Skip("install node and npm to run the tus-js-client tests")
+}
+
+// npmInstall runs npm ci when node_modules lacks the pinned tus-js-client.
+func npmInstall(dir string) error {
+	var pkg struct {
+		Dependencies map[string]string `json:"dependencies"`
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "package.json"))
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, &pkg); err != nil {
+		return fmt.Errorf("package.json: %v", err)
+	}
+	var installed struct {
+		Version string `json:"version"`
+	}
+	b, err = os.ReadFile(filepath.Join(dir, "node_modules", "tus-js-client", "package.json"))
+	if err == nil && json.Unmarshal(b, &installed) == nil && installed.Version == pkg.Dependencies["tus-js-client"] {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), npmTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "npm", "ci", "--no-audit", "--no-fund", "--loglevel=error")
+	cmd.Dir = dir
+	cmd.WaitDelay = 5 * time.Second
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("npm ci in %s: %v\n%s", dir, err, out)
+	}
+	return nil
+}
+
+// buildCaddy builds ./cmd/caddy from the repository root into workDir. When
+// this test binary was built with -race, so is Caddy: the build then reuses
+// what go test -race compiled already, and a data race in the server fails
+// the test that caused it.
+func buildCaddy() (string, error) {
+	root, err := repoRoot()
+	if err != nil {
+		return "", err
+	}
+	workDir, err = os.MkdirTemp("", "tusjs-caddy-")
+	if err != nil {
+		return "", err
+	}
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	bin := filepath.Join(workDir, "caddy")
+	args := []string{"build", "-o", bin}
+	if raceEnabled() {
+		args = append(args, "-race")
+	}
+	args = append(args, "./cmd/caddy")
+	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, goTool, args...)
+	cmd.Dir = root
+	cmd.WaitDelay = 5 * time.Second
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go %s (in %s): %v\n%s", strings.Join(args, " "), root, err, out)
+	}
+	fmt.Fprintf(os.Stderr, "tusjs: built Caddy (race=%v) in %v\n", raceEnabled(), time.Since(start).Round(time.Millisecond))
+	return bin, nil
+}
+
+func raceEnabled() bool {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return false
+	}
+	for _, s := range info.Settings {
+		if s.Key == "-race" {
+			return s.Value == "true"
+		}
+	}
+	return false
+}
+
+// repoRoot walks up from the working directory to the folder with go.mod.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// freeAddr returns a loopback address with a port that was free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// caddyProc is Caddy run as a child process; it can be stopped and started
+// again on the same address and root.
+type caddyProc struct {
+	ctx     context.Context
+	bin     string
+	config  string
+	addr    string
+	home    string
+	logPath string
+
+	cmd    *exec.Cmd
+	exited chan struct{}
+	logged int64 // log bytes already checked for data races
+}
+
+func (c *caddyProc) start(t *testing.T) {
+	t.Helper()
+	logFile, err := os.OpenFile(c.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	fmt.Fprintf(logFile, "=== caddy run (%s)\n", time.Now().Format(time.RFC3339Nano))
+	cmd := exec.Command(c.bin, "run", "--config", c.config, "--adapter", "caddyfile")
+	cmd.Env = append(os.Environ(),
+		"HOME="+c.home,
+		"XDG_CONFIG_HOME="+filepath.Join(c.home, "config"),
+		"XDG_DATA_HOME="+filepath.Join(c.home, "data"),
+	)
+	cmd.Stdout = logFile
+	cmd.Stderr = logFile
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting Caddy: %v", err)
+	}
+	c.cmd = cmd
+	c.exited = make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(c.exited)
+	}()
+	// Wait until it accepts connections.
+	for {
+		conn, err := net.DialTimeout("tcp", c.addr, time.Second)
+		if err == nil {
+			conn.Close()
+			return
+		}
+		select {
+		case <-c.exited:
+			t.Fatalf("Caddy exited (%v) before it listened on %s:\n%s", cmd.ProcessState, c.addr, tail(c.log(), 4000))
+		case <-c.ctx.Done():
+			t.Fatalf("Caddy did not listen on %s in time:\n%s", c.addr, tail(c.log(), 4000))
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// stop sends SIGTERM and waits for Caddy to exit (killing it after 20 s).
+func (c *caddyProc) stop(t *testing.T) {
+	t.Helper()
+	if c.cmd == nil {
+		return
+	}
+	cmd := c.cmd
+	c.cmd = nil
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.exited:
+	case <-time.After(20 * time.Second):
+		t.Errorf("Caddy did not exit within 20 s of SIGTERM; killing it")
+		cmd.Process.Kill()
+		<-c.exited
+	}
+	log := c.log()
+	if fresh := log[min(int(c.logged), len(log)):]; strings.Contains(fresh, "WARNING: DATA RACE") {
+		t.Errorf("Caddy reported a data race:\n%s", tail(fresh, 20000))
+	}
+	c.logged = int64(len(log))
+}
+
+// kill ends Caddy with SIGKILL: no shutdown, no clean-up, as in a crash.
+func (c *caddyProc) kill(t *testing.T) {
+	t.Helper()
+	if c.cmd == nil {
+		return
+	}
+	cmd := c.cmd
+	c.cmd = nil
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatalf("killing Caddy: %v", err)
+	}
+	<-c.exited
+}
+
+func (c *caddyProc) log() string {
+	b, _ := os.ReadFile(c.logPath)
+	return string(b)
+}
+
+// uploadResult is the JSON line upload.mjs prints.
+type uploadResult struct {
+	OK        bool   `json:"ok"`
+	URL       string `json:"url"`
+	BytesSent int64  `json:"bytesSent"`
+	Error     string `json:"error"`
+	Cuts      int    `json:"cuts"`
+	Retries   int    `json:"retries"`
+	MS        int64  `json:"ms"`
+}
+
+// nodeRun is one run of upload.mjs.
+type nodeRun struct {
+	cmd    *exec.Cmd
+	stdout bytes.Buffer
+	done   chan struct{}
+	err    error // of Wait, once done is closed
+
+	mu     sync.Mutex
+	stderr []string
+}
+
+// startUpload starts upload.mjs against the harness's endpoint; watch, when
+// given, sees each stderr line as it comes.
+func (h *harness) startUpload(t *testing.T, watch func(string), args ...string) *nodeRun {
+	t.Helper()
+	args = append([]string{filepath.Join(h.tusjsDir, "upload.mjs"), "--endpoint", h.endpoint}, args...)
+	r := &nodeRun{done: make(chan struct{})}
+	r.cmd = exec.CommandContext(h.ctx, "node", args...)
+	r.cmd.Dir = h.tusjsDir
+	r.cmd.WaitDelay = 5 * time.Second
+	r.cmd.Stdout = &r.stdout
+	stderr, err := r.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.cmd.Start(); err != nil {
+		t.Fatalf("starting node: %v", err)
+	}
+	t.Cleanup(func() {
+		select {
+		case <-r.done:
+		default: // the test ended early
+			r.cmd.Process.Kill()
+			<-r.done
+		}
+		if t.Failed() {
+			t.Logf("node %s\nstderr of upload.mjs:\n%s\nstdout: %s", strings.Join(args, " "), tail(r.stderrText(), 12000), r.stdout.String())
+		}
+	})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64*1024), 1024*1024)
+		for sc.Scan() {
+			line := sc.Text()
+			r.mu.Lock()
+			r.stderr = append(r.stderr, line)
+			r.mu.Unlock()
+			if watch != nil {
+				watch(line)
+			}
+		}
+		io.Copy(io.Discard, stderr)
+		r.err = r.cmd.Wait()
+		close(r.done)
+	}()
+	return r
+}
+
+// upload runs upload.mjs to its end.
+func (h *harness) upload(t *testing.T, watch func(string), args ...string) (uploadResult, *nodeRun) {
+	t.Helper()
+	r := h.startUpload(t, watch, args...)
+	<-r.done
+	return r.result(t), r
+}
+
+// result parses the JSON line of a finished run.
+func (r *nodeRun) result(t *testing.T) uploadResult {
+	t.Helper()
+	<-r.done
+	var res uploadResult
+	line := strings.TrimSpace(r.stdout.String())
+	if err := json.Unmarshal([]byte(line), &res); err != nil {
+		t.Fatalf("upload.mjs (%v) printed no result line: %q", r.err, line)
+	}
+	if !res.OK {
+		t.Fatalf("upload failed (%v): %s", r.err, res.Error)
+	}
+	if r.err != nil {
+		t.Fatalf("upload.mjs reported success but exited with %v", r.err)
+	}
+	t.Logf("uploaded %d bytes in %d ms (retries %d, connections cut %d): %s", res.BytesSent, res.MS, res.Retries, res.Cuts, res.URL)
+	return res
+}
+
+func (r *nodeRun) stderrText() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return strings.Join(r.stderr, "\n")
+}
+
+// lines returns the stderr lines starting with prefix.
+func (r *nodeRun) lines(prefix string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, l := range r.stderr {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func (r *nodeRun) count(prefix string) int { return len(r.lines(prefix)) }
+
+// assertComplete checks the stored file and the upload's offset.
+func (h *harness) assertComplete(t *testing.T, res uploadResult, run *nodeRun, name string, size int64, sum string) {
+	t.Helper()
+	if res.BytesSent != size {
+		t.Errorf("bytesSent = %d, want %d", res.BytesSent, size)
+	}
+	stored := filepath.Join(h.dir, name)
+	got, n, err := fileSHA256(stored)
+	switch {
+	case err != nil:
+		t.Errorf("the completed upload is not stored (right after the client finished): %v", err)
+	case n != size || got != sum:
+		t.Errorf("%s: %d bytes, sha256 %s; want %d bytes, sha256 %s", stored, n, got, size, sum)
+	}
+
+	req, err := http.NewRequestWithContext(h.ctx, http.MethodHead, res.URL, nil)
+	if err != nil {
+		t.Fatalf("upload URL %q: %v", res.URL, err)
+	}
+	req.Header.Set("Tus-Resumable", "1.0.0")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Errorf("HEAD %s: %v", res.URL, err)
+		return
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNoContent {
+		t.Errorf("HEAD %s: status %d, want 200 or 204; headers %v", res.URL, resp.StatusCode, resp.Header)
+	}
+	if off := resp.Header.Get("Upload-Offset"); off != strconv.FormatInt(size, 10) {
+		t.Errorf("HEAD %s: Upload-Offset %q, want %d; headers %v", res.URL, off, size, resp.Header)
+	}
+	t.Logf(".uploads after the upload:\n%s", listFiles(filepath.Join(h.dir, ".uploads")))
+}
+
+// assertResumed checks that an interrupted upload was resumed (HEAD, then
+// PATCH from the server's offset) rather than created anew.
+func (h *harness) assertResumed(t *testing.T, run *nodeRun, res uploadResult) {
+	t.Helper()
+	if n := run.count("http POST "); n != 1 {
+		t.Errorf("the client created %d uploads, want 1: it started over instead of resuming", n)
+	}
+	heads := run.lines("http HEAD ")
+	if len(heads) == 0 {
+		t.Errorf("the client never asked for the offset (HEAD)")
+	}
+	for _, l := range heads {
+		if !strings.Contains(l, " status=200 ") && !strings.Contains(l, " status=204 ") {
+			t.Errorf("HEAD while resuming: %s", l)
+		}
+		if strings.Contains(l, " upload-offset=0") {
+			t.Errorf("HEAD while resuming: the server had kept nothing: %s", l)
+		}
+	}
+	if !strings.HasPrefix(res.URL, "http://") || !strings.Contains(res.URL, h.caddy.addr) {
+		t.Errorf("upload URL %q is not on %s", res.URL, h.caddy.addr)
+	}
+}
+
+// randomFile writes size pseudo-random bytes to a temp file and returns its
+// path and SHA-256.
+func randomFile(t *testing.T, size int64, seed uint64) (string, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "source.bin")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var s [32]byte
+	s[0], s[1] = byte(seed), byte(time.Now().UnixNano())
+	rng := rand.NewChaCha8(s)
+	hash := sha256.New()
+	w := bufio.NewWriterSize(io.MultiWriter(f, hash), mib)
+	if _, err := io.CopyN(w, rng, size); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return path, hex.EncodeToString(hash.Sum(nil))
+}
+
+func fileSHA256(path string) (string, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return "", n, err
+	}
+	return hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+// listFiles lists the files under dir with their sizes.
+func listFiles(dir string) string {
+	var b strings.Builder
+	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			fmt.Fprintf(&b, "  %s: %v\n", path, err)
+			return nil
+		}
+		if d.IsDir() {
+			return nil
+		}
+		rel, _ := filepath.Rel(dir, path)
+		if info, err := d.Info(); err == nil {
+			fmt.Fprintf(&b, "  %s %d\n", rel, info.Size())
+		}
+		return nil
+	})
+	if b.Len() == 0 {
+		return "  (none)\n"
+	}
+	return b.String()
+}
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "…" + s[len(s)-n:]
+}
