@@ -300,15 +300,22 @@ func run(o options) error {
 	}
 
 	if !o.onlyBaselines {
-		dir, err := mkdir(base, "caddy")
-		if err != nil {
-			return err
+		// tusd keeps no hash; the module computes sha256 by default, so it
+		// runs both ways.
+		for _, c := range []struct{ name, slug, extra string }{
+			{"caddy hash none", "caddy-nohash", "\t\thash none\n"},
+			{"caddy sha256", "caddy-sha256", ""},
+		} {
+			dir, err := mkdir(base, c.slug)
+			if err != nil {
+				return err
+			}
+			p, err := startCaddy(o.caddy, base, c.slug, dir, c.extra)
+			if err != nil {
+				return fmt.Errorf("%s: %w", c.name, err)
+			}
+			servers = append(servers, &server{name: c.name, kind: kindCaddy, endpoint: "http://" + p.addr + caddyTusPath, dir: dir, proc: p})
 		}
-		p, err := startCaddy(o.caddy, base, dir)
-		if err != nil {
-			return fmt.Errorf("caddy: %w", err)
-		}
-		servers = append(servers, &server{name: "caddy", kind: kindCaddy, endpoint: "http://" + p.addr + caddyTusPath, dir: dir, proc: p})
 	}
 
 	var rows []*row
@@ -831,13 +838,13 @@ func startChild(name, bin string, args, env []string, logDir, addr string) (*chi
 	return p, nil
 }
 
-func startCaddy(bin, base, root string) (*childProc, error) {
+func startCaddy(bin, base, slug, root, extra string) (*childProc, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
 	_, port, _ := net.SplitHostPort(addr)
-	cfgDir, err := mkdir(base, "caddy-config")
+	cfgDir, err := mkdir(base, slug+"-config")
 	if err != nil {
 		return nil, err
 	}
@@ -851,9 +858,9 @@ http://127.0.0.1:%s {
 	reflex_upload {
 		root %s
 		fsync off
-	}
+%s	}
 }
-`, port, caddyfileToken(root))
+`, port, caddyfileToken(root), extra)
 	cfgPath := filepath.Join(cfgDir, "Caddyfile")
 	if err := os.WriteFile(cfgPath, []byte(caddyfile), 0o644); err != nil {
 		return nil, err
@@ -863,7 +870,7 @@ http://127.0.0.1:%s {
 		"XDG_DATA_HOME=" + filepath.Join(cfgDir, "data"),
 		"XDG_CONFIG_HOME=" + filepath.Join(cfgDir, "config"),
 	}
-	return startChild("caddy", bin, []string{"run", "--config", cfgPath, "--adapter", "caddyfile"}, env, cfgDir, addr)
+	return startChild(slug, bin, []string{"run", "--config", cfgPath, "--adapter", "caddyfile"}, env, cfgDir, addr)
 }
 
 // beforeUpload resets VmHWM (if possible) and returns the baseline (bytes)
