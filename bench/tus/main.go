@@ -18,7 +18,7 @@
 // Upload-Length and Upload-Metadata, then either one PATCH with the whole
 // body or sequential PATCHes of -patch-size bytes. The content is generated
 // on the fly from a 4 MiB random buffer (no client disk reads, known
-// Content-Length). Each round uploads once per (server, mode) in a rotating
+// Content-Length). Each round uploads once per (server, mode) in a random
 // order; per row the median MiB/s, its ratio to raw's median in the same
 // mode, min..max and the peak memory growth are printed.
 //
@@ -347,8 +347,12 @@ func run(o options) error {
 	n := len(rows)
 	for r := 0; r < o.rounds; r++ {
 		fmt.Printf("\nround %d/%d\n", r+1, o.rounds)
+		// A new random order each round: a cyclic rotation would give each
+		// row the same predecessor every time, and the predecessor's
+		// writeback and clean-up would then bias one row.
+		order := mrand.Perm(n)
 		for j := 0; j < n; j++ {
-			rw := rows[(r+j)%n]
+			rw := rows[order[j]]
 			s := rw.srv
 			if err := s.proc.checkAlive(); err != nil {
 				return fmt.Errorf("%s: %w", s.name, err)

@@ -8,7 +8,7 @@
 // binary given with -caddy. Every target writes into its own directory under
 // one temp dir (same disk). The same client sends the same multipart body
 // (generated on the fly, no disk reads) to each target, once per round, in a
-// rotating order; the median throughput per target and its ratio to the raw
+// random order; the median throughput per target and its ratio to the raw
 // baseline are printed, plus the peak memory growth of each Caddy child.
 //
 // Usage:
@@ -30,6 +30,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"mime/multipart"
 	"net"
 	"net/http"
@@ -289,8 +290,12 @@ func run(o options) error {
 	n := len(targets)
 	for r := 0; r < o.rounds; r++ {
 		fmt.Printf("\nround %d/%d\n", r+1, o.rounds)
+		// A new random order each round: a cyclic rotation would give each
+		// target the same predecessor every time, and the predecessor's
+		// writeback would then bias one target.
+		order := mrand.Perm(n)
 		for j := 0; j < n; j++ {
-			t := targets[(r+j)%n]
+			t := targets[order[j]]
 			if t.proc != nil {
 				if err := t.proc.checkAlive(); err != nil {
 					return fmt.Errorf("%s: %w", t.name, err)
