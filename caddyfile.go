@@ -42,6 +42,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		progress_retention <duration>
 //		idle_timeout     <duration>
 //		chunk_expiry     <duration>
+//		mode             store|forward|track
+//		forward_fail_status <code|class>...
+//		cors_origins     <origin>...
+//		cors_credentials
 //	}
 //
 // Sizes take humanize units (MB = 10^6 bytes, MiB = 2^20 bytes). accept may
@@ -61,7 +65,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		seen[opt] = true
 
 		switch opt {
-		case "root", "prefix", "on_conflict", "hash", "owner":
+		case "root", "prefix", "on_conflict", "hash", "owner", "mode":
 			var v string
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
@@ -73,6 +77,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.Prefix = v
 			case "owner":
 				h.Owner = v
+			case "mode":
+				if v != modeStore && v != modeForward && v != modeTrack {
+					return d.Errf("parsing mode: %q is not store, forward or track", v)
+				}
+				h.Mode = v
 			case "on_conflict":
 				if v != conflictOverwrite && v != conflictRename && v != conflictReject {
 					return d.Errf("parsing on_conflict: %q is not overwrite, rename or reject", v)
@@ -144,6 +153,34 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			case "chunk_expiry":
 				h.ChunkExpiry = caddy.Duration(dur)
 			}
+
+		case "forward_fail_status":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			if _, err := parseStatusRanges(args); err != nil {
+				return d.Errf("parsing forward_fail_status: %v", err)
+			}
+			h.ForwardFailStatus = args
+
+		case "cors_origins":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			for _, o := range args {
+				if err := checkOrigin(o); err != nil {
+					return d.Errf("parsing cors_origins: %v", err)
+				}
+			}
+			h.CORSOrigins = args
+
+		case "cors_credentials":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			h.CORSCredentials = true
 
 		case "fsync":
 			var v string

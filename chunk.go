@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/gabriel-vasile/mimetype"
 )
 
@@ -181,7 +182,7 @@ func (h *Handler) expired(info *tusInfo) bool {
 // serveTusCreate answers POST {prefix}/.uploads: a new resumable upload,
 // with data already (creation-with-upload), or a final upload that
 // concatenates partial ones.
-func (h *Handler) serveTusCreate(w http.ResponseWriter, r *http.Request) error {
+func (h *Handler) serveTusCreate(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	if err := tusPreamble(w, r); err != nil {
 		return h.refuse(w, err)
 	}
@@ -207,7 +208,7 @@ func (h *Handler) serveTusCreate(w http.ResponseWriter, r *http.Request) error {
 	case concat == "partial":
 		info.Partial = true
 	case strings.HasPrefix(concat, "final;"):
-		return h.serveTusConcat(w, r, info, strings.Fields(strings.TrimPrefix(concat, "final;")))
+		return h.serveTusConcat(w, r, next, info, strings.Fields(strings.TrimPrefix(concat, "final;")))
 	case concat != "":
 		return h.refuse(w, errInvalidRequest.with(nil, "Upload-Concat must be partial or final;<urls>"))
 	}
@@ -245,11 +246,11 @@ func (h *Handler) serveTusCreate(w http.ResponseWriter, r *http.Request) error {
 
 	if r.Header.Get("Content-Type") == tusContentType && r.ContentLength != 0 {
 		// creation-with-upload: the body is the first chunk.
-		return h.tusWrite(w, r, info.ID, 0, http.StatusCreated)
+		return h.tusWrite(w, r, next, info.ID, 0, http.StatusCreated)
 	}
 	h.tusEntry(r, info)
 	if info.Length == 0 && !info.Partial {
-		return h.tusWrite(w, r, info.ID, 0, http.StatusCreated)
+		return h.tusWrite(w, r, next, info.ID, 0, http.StatusCreated)
 	}
 	w.Header().Set("Upload-Offset", "0")
 	setTusExpires(w, info)
@@ -354,7 +355,7 @@ func (h *Handler) serveTusHead(w http.ResponseWriter, r *http.Request, id string
 }
 
 // serveTusPatch answers PATCH {prefix}/.uploads/{id}: appends a chunk.
-func (h *Handler) serveTusPatch(w http.ResponseWriter, r *http.Request, id string) error {
+func (h *Handler) serveTusPatch(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, id string) error {
 	if err := tusPreamble(w, r); err != nil {
 		return h.refuse(w, err)
 	}
@@ -368,13 +369,13 @@ func (h *Handler) serveTusPatch(w http.ResponseWriter, r *http.Request, id strin
 	if _, err := h.loadOwned(r, id); err != nil {
 		return h.refuse(w, tusLoadError(err))
 	}
-	return h.tusWrite(w, r, id, offset, http.StatusNoContent)
+	return h.tusWrite(w, r, next, id, offset, http.StatusNoContent)
 }
 
 // tusWrite appends the request body to upload id at offset, as its one
 // writer, and completes the upload when its last byte arrives. It answers
 // with status on success.
-func (h *Handler) tusWrite(w http.ResponseWriter, r *http.Request, id string, offset int64, status int) error {
+func (h *Handler) tusWrite(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, id string, offset int64, status int) error {
 	ctx, ctl, done := h.becomeWriter(w, r, id, errInterrupted, time.Duration(h.IdleTimeout))
 	defer done()
 
@@ -439,6 +440,8 @@ func (h *Handler) tusWrite(w http.ResponseWriter, r *http.Request, id string, of
 		} else if err := h.tusComplete(r, info); err != nil {
 			h.terminate(r, info, stateError, err)
 			return h.refuse(w, err)
+		} else if answered, err := h.tusAnnounce(w, r, next, info); answered || err != nil {
+			return err
 		}
 	}
 	return h.tusAnswer(w, info, status)
@@ -688,8 +691,26 @@ func (h *Handler) tusComplete(r *http.Request, info *tusInfo) error {
 	if err := h.root.saveTus(info, h.fsync); err != nil {
 		return err
 	}
-	h.tusFinished(r, info, stateDone, nil)
+	if h.Mode != modeForward {
+		h.tusFinished(r, info, stateDone, nil)
+	}
 	return nil
+}
+
+// tusAnnounce, in forward mode, hands a completed upload to the app. When
+// the app refuses it, the upload ends with the app's answer (reported true)
+// and its file removed; otherwise the upload is done.
+func (h *Handler) tusAnnounce(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, info *tusInfo) (bool, error) {
+	if h.Mode != modeForward {
+		return false, nil
+	}
+	refused, err := h.announceTus(w, r, next, info)
+	if refused || err != nil {
+		h.terminate(r, info, stateError, errAppRefused)
+		return true, err
+	}
+	h.tusFinished(r, info, stateDone, nil)
+	return false, nil
 }
 
 // tusFinished records the end of a resumable upload: progress and metrics.
@@ -740,7 +761,7 @@ func (h *Handler) serveTusDelete(w http.ResponseWriter, r *http.Request, id stri
 
 // serveTusConcat creates a final upload from finished partial ones
 // (concatenation) and stores it at once.
-func (h *Handler) serveTusConcat(w http.ResponseWriter, r *http.Request, info *tusInfo, urls []string) error {
+func (h *Handler) serveTusConcat(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, info *tusInfo, urls []string) error {
 	if len(urls) == 0 {
 		return h.refuse(w, errInvalidRequest.with(nil, "Upload-Concat: final needs the URLs of the partial uploads"))
 	}
@@ -792,8 +813,14 @@ func (h *Handler) serveTusConcat(w http.ResponseWriter, r *http.Request, info *t
 	for _, p := range parts {
 		h.root.removeTus(p.ID)
 	}
-	h.tusFinished(r, info, stateDone, nil)
 	w.Header().Set("Location", h.tusURL(info.ID))
+	if h.Mode == modeForward {
+		if answered, err := h.tusAnnounce(w, r, next, info); answered || err != nil {
+			return err
+		}
+	} else {
+		h.tusFinished(r, info, stateDone, nil)
+	}
 	w.Header().Set("Upload-Offset", strconv.FormatInt(info.Offset, 10))
 	w.WriteHeader(http.StatusCreated)
 	return nil

@@ -34,6 +34,7 @@ var (
 	errInvalidType         = &uploadError{Status: http.StatusUnsupportedMediaType, Code: "file-invalid-type", Detail: "file type is not accepted"}
 	errFileTooSmall        = &uploadError{Status: http.StatusUnprocessableEntity, Code: "file-too-small", Detail: "file is smaller than the minimum size"}
 	errTooManyFiles        = &uploadError{Status: http.StatusUnprocessableEntity, Code: "too-many-files", Detail: "request holds more files than allowed"}
+	errAppRefused          = &uploadError{Status: http.StatusBadGateway, Code: "app-refused", Detail: "the app behind refused the upload"}
 	errInsufficientStorage = &uploadError{Status: http.StatusInsufficientStorage, Code: "insufficient-storage", Detail: "not enough storage space for the upload"}
 )
 
@@ -42,6 +43,13 @@ func (e *uploadError) with(cause error, format string, args ...any) *uploadError
 	c := *e
 	c.Detail = fmt.Sprintf(format, args...)
 	c.err = cause
+	return &c
+}
+
+// status returns a copy of e with another HTTP status.
+func (e *uploadError) status(status int) *uploadError {
+	c := *e
+	c.Status = status
 	return &c
 }
 

@@ -40,11 +40,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if !ok {
 		return next.ServeHTTP(w, r)
 	}
+	if h.cors(w, r) {
+		return nil // a preflight, answered
+	}
 	switch {
 	case (rest == "" || rest == "/") && r.Method == http.MethodPost:
-		return h.serveUpload(w, r)
+		if h.Mode == modeTrack {
+			return h.serveTrack(w, r, next)
+		}
+		return h.serveUpload(w, r, next)
 	case isPrivate(rest):
-		return h.servePrivate(w, r, rest)
+		return h.servePrivate(w, r, next, rest)
 	case r.Method == http.MethodGet || r.Method == http.MethodHead:
 		return h.serveFile(w, r, next, rest)
 	}
@@ -54,7 +60,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 // servePrivate answers the requests for {prefix}/.uploads and below:
 // progress, cancel and the tus protocol. Nothing in the private folder is
 // ever served as a file.
-func (h *Handler) servePrivate(w http.ResponseWriter, r *http.Request, rest string) error {
+func (h *Handler) servePrivate(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, rest string) error {
 	method := r.Method
 	if o := r.Header.Get("X-HTTP-Method-Override"); o != "" && r.Method == http.MethodPost {
 		method = strings.ToUpper(o)
@@ -65,7 +71,7 @@ func (h *Handler) servePrivate(w http.ResponseWriter, r *http.Request, rest stri
 		case http.MethodOptions:
 			return h.serveTusOptions(w)
 		case http.MethodPost:
-			return h.serveTusCreate(w, r)
+			return h.serveTusCreate(w, r, next)
 		}
 	} else if id, ok := strings.CutPrefix(clean, "/"+reservedDir+"/"); ok && validID.MatchString(id) {
 		switch method {
@@ -74,7 +80,7 @@ func (h *Handler) servePrivate(w http.ResponseWriter, r *http.Request, rest stri
 		case http.MethodHead:
 			return h.serveTusHead(w, r, id)
 		case http.MethodPatch:
-			return h.serveTusPatch(w, r, id)
+			return h.serveTusPatch(w, r, next, id)
 		case http.MethodDelete:
 			if validTusID(id) && h.root.hasTus(id) {
 				return h.serveTusDelete(w, r, id)
@@ -150,7 +156,8 @@ type upload struct {
 // serveUpload receives a multipart/form-data body, streaming each file part
 // to a temp file, and on success moves them all into place. The upload is
 // in the progress registry from start to end, and can be cancelled there.
-func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request) error {
+// In forward mode the app then gets the upload's JSON and answers.
+func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	id, err := uploadIDOf(r)
 	if err != nil {
 		return h.refuse(w, err)
@@ -161,36 +168,33 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request) error {
 		fields: map[string][]string{},
 	}
 	defer u.discard()
-
-	ctx, cancel, ctl, release := cancellable(w, r, time.Duration(h.IdleTimeout))
+	ctx, entry, release, err := h.startUpload(w, r, id, kindMultipart, u.body)
+	if err != nil {
+		return h.refuse(w, err)
+	}
 	defer release()
-	u.body.ctl = ctl
-	size := r.ContentLength
-	if size < 0 {
-		size = -1
-	}
-	entry := &progressEntry{
-		key:      h.requestKey(r, id),
-		kind:     kindMultipart,
-		size:     size,
-		received: u.body.n.Load,
-		cancel:   cancel,
-	}
-	if err := h.root.progress.start(entry); err != nil {
-		return h.refuse(w, errUploadIDInUse)
-	}
-	metrics.inFlight.WithLabelValues(kindMultipart).Inc()
-	defer metrics.inFlight.WithLabelValues(kindMultipart).Dec()
 	began := time.Now()
 
 	err = u.run(r)
 	if err != nil && errors.Is(context.Cause(ctx), errCancelled) {
 		err = errUploadCancelled
 	}
-	h.finish(r, entry, u, err, began)
 	if err != nil {
+		h.finish(r, entry, u.body, nil, err, began)
 		return h.refuse(w, err)
 	}
+	res := uploadResult{UploadID: id, Files: u.stored(), Fields: u.fields}
+
+	if h.Mode == modeForward {
+		status, err := h.forward(w, r, next, res)
+		if err == nil && h.appRefused(status) {
+			h.finish(r, entry, u.body, nil, errAppRefused.status(status), began)
+			return nil
+		}
+		h.finish(r, entry, u.body, res.Files, err, began)
+		return err
+	}
+	h.finish(r, entry, u.body, res.Files, nil, began)
 
 	if r.Header.Get("Reflex-Client-Token") != "" && r.Header.Get("Reflex-Event-Handler") != "" {
 		// Reflex's upload.js reads each line of the answer as a state update.
@@ -199,11 +203,37 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request) error {
 		_, _ = io.WriteString(w, "{}\n")
 		return nil
 	}
-	res := uploadResult{UploadID: id, Files: u.stored(), Fields: u.fields}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusCreated)
 	return json.NewEncoder(w).Encode(res)
+}
+
+// startUpload puts an upload in the progress registry, makes its request
+// cancellable and counts it in flight. release undoes the last two.
+func (h *Handler) startUpload(w http.ResponseWriter, r *http.Request, id, kind string, body *bodyReader) (context.Context, *progressEntry, func(), error) {
+	ctx, cancel, ctl, release := cancellable(w, r, time.Duration(h.IdleTimeout))
+	body.ctl = ctl
+	size := r.ContentLength
+	if size < 0 {
+		size = -1
+	}
+	entry := &progressEntry{
+		key:      h.requestKey(r, id),
+		kind:     kind,
+		size:     size,
+		received: body.n.Load,
+		cancel:   cancel,
+	}
+	if err := h.root.progress.start(entry); err != nil {
+		release()
+		return nil, nil, nil, errUploadIDInUse
+	}
+	metrics.inFlight.WithLabelValues(kind).Inc()
+	return ctx, entry, func() {
+		metrics.inFlight.WithLabelValues(kind).Dec()
+		release()
+	}, nil
 }
 
 // uploadIDOf gives the id the client chose for its upload (X-Progress-ID,
@@ -239,13 +269,11 @@ func (u *upload) run(r *http.Request) error {
 }
 
 // finish records how an upload ended: progress, metrics and placeholders.
-func (h *Handler) finish(r *http.Request, entry *progressEntry, u *upload, err error, began time.Time) {
+func (h *Handler) finish(r *http.Request, entry *progressEntry, body *bodyReader, files []storedFile, err error, began time.Time) {
 	state, status, code := stateDone, 0, ""
-	var files []storedFile
 	var ue *uploadError
 	switch {
 	case err == nil:
-		files = u.stored()
 	case errors.Is(err, errUploadCancelled):
 		state, status, code = stateCancelled, errUploadCancelled.Status, errUploadCancelled.Code
 	case errors.As(err, &ue):
@@ -253,9 +281,12 @@ func (h *Handler) finish(r *http.Request, entry *progressEntry, u *upload, err e
 	default:
 		state, status, code = stateError, http.StatusInternalServerError, "internal-error"
 	}
+	if err != nil {
+		files = nil
+	}
 	h.root.progress.finish(entry, state, status, code, files)
 
-	received := u.body.n.Load()
+	received := body.n.Load()
 	metrics.uploads.WithLabelValues(entry.kind, state).Inc()
 	metrics.bytes.WithLabelValues(entry.kind).Add(float64(received))
 	metrics.duration.WithLabelValues(entry.kind, state).Observe(time.Since(began).Seconds())

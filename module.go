@@ -41,6 +41,13 @@ const (
 	conflictReject    = "reject"
 )
 
+// Modes: what the module does with an upload.
+const (
+	modeStore   = "store"
+	modeForward = "forward"
+	modeTrack   = "track"
+)
+
 // Hash algorithms reported per file.
 const (
 	hashSHA256 = "sha256"
@@ -122,12 +129,37 @@ type Handler struct {
 	// server timeouts, not loosen them.
 	IdleTimeout caddy.Duration `json:"idle_timeout,omitempty"`
 
+	// What the module does with an upload: "store" answers it itself (the
+	// default); "forward" stores the files and then passes the request on
+	// to the next handler (typically reverse_proxy to the app) with the body
+	// replaced by the JSON of the stored files; "track" stores nothing and
+	// streams the original body on to the next handler unchanged, while it
+	// counts progress, enforces the limits and can cancel.
+	Mode string `json:"mode,omitempty"`
+
+	// In forward mode, the statuses of the app's answer that count as a
+	// refusal, after which the stored files are removed: codes ("409") or
+	// classes ("4xx"). Default: 4xx and 5xx.
+	ForwardFailStatus []string `json:"forward_fail_status,omitempty"`
+
+	// The origins (scheme://host[:port], or "*") allowed to make
+	// cross-origin requests to the upload endpoints: their preflight
+	// requests are answered and their requests get the CORS headers. Empty
+	// (the default) means none: no CORS header is ever sent.
+	CORSOrigins []string `json:"cors_origins,omitempty"`
+
+	// Whether cross-origin requests from an allowed origin may carry
+	// credentials (cookies): Access-Control-Allow-Credentials: true. It
+	// cannot go with the "*" origin. Default: false.
+	CORSCredentials bool `json:"cors_credentials,omitempty"`
+
 	// How long an unfinished resumable (tus) upload is kept after its last
 	// write before it expires (Upload-Expires) and a background sweeper
 	// removes it. Default: 24h.
 	ChunkExpiry caddy.Duration `json:"chunk_expiry,omitempty"`
 
-	root   *uploadRoot
+	failStatus []statusRange
+	root       *uploadRoot
 	accept acceptRules
 	fsync  bool
 	files  *fileserver.FileServer
@@ -161,6 +193,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.OnConflict == "" {
 		h.OnConflict = conflictOverwrite
 	}
+	if h.Mode == "" {
+		h.Mode = modeStore
+	}
+	if len(h.ForwardFailStatus) == 0 {
+		h.ForwardFailStatus = []string{"4xx", "5xx"}
+	}
 	if h.Hash == "" {
 		h.Hash = hashSHA256
 	}
@@ -184,6 +222,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	var err error
 	if h.accept, err = parseAccept(h.Accept); err != nil {
 		return fmt.Errorf("accept: %w", err)
+	}
+	if h.failStatus, err = parseStatusRanges(h.ForwardFailStatus); err != nil {
+		return fmt.Errorf("forward_fail_status: %w", err)
 	}
 
 	if h.root, err = openUploadRoot(h.Root, h.logger); err != nil {
@@ -223,6 +264,16 @@ func (h *Handler) Validate() error {
 	case conflictOverwrite, conflictRename, conflictReject:
 	default:
 		return fmt.Errorf("on_conflict: %q is not one of overwrite, rename, reject", h.OnConflict)
+	}
+	switch h.Mode {
+	case modeStore, modeForward, modeTrack:
+	default:
+		return fmt.Errorf("mode: %q is not one of store, forward, track", h.Mode)
+	}
+	for _, o := range h.CORSOrigins {
+		if o == "*" && h.CORSCredentials {
+			return errors.New("cors_credentials cannot go with the \"*\" origin")
+		}
 	}
 	switch h.Hash {
 	case hashSHA256, hashNone:

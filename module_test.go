@@ -42,13 +42,19 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			fsync off
 			hash none
 			owner {http.auth.user.id}
+			mode forward
+			forward_fail_status 4xx 502
+			cors_origins http://localhost:3000 https://app.example.com
+			cors_credentials
 			progress_retention 5m
 			idle_timeout 30s
 			chunk_expiry 48h
 		}`, want: Handler{
 			Root: "/srv/up", Prefix: "/files", MaxSize: 10 << 20, MinSize: 1000, MaxFiles: 3,
 			MaxRequestSize: 1_000_000_000, Accept: []string{"image/*", ".pdf", "text/plain"},
-			OnConflict: "reject", Fsync: &off, Hash: "none", Owner: "{http.auth.user.id}",
+			OnConflict: "reject", Fsync: &off, Hash: "none", Owner: "{http.auth.user.id}", Mode: "forward",
+			ForwardFailStatus: []string{"4xx", "502"}, CORSOrigins: []string{"http://localhost:3000", "https://app.example.com"},
+			CORSCredentials:   true,
 			ProgressRetention: caddy.Duration(5 * time.Minute), IdleTimeout: caddy.Duration(30 * time.Second),
 			ChunkExpiry: caddy.Duration(48 * time.Hour),
 		}},
@@ -87,6 +93,15 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{name: "progress_retention no arg", input: "reflex_upload {\nprogress_retention\n}", err: "wrong argument count"},
 		{name: "idle_timeout bad", input: "reflex_upload {\nidle_timeout -1s\n}", err: "parsing idle_timeout"},
 		{name: "chunk_expiry bad", input: "reflex_upload {\nchunk_expiry 1x\n}", err: "parsing chunk_expiry"},
+		{name: "mode bad", input: "reflex_upload {\nmode proxy\n}", err: "parsing mode"},
+		{name: "mode no arg", input: "reflex_upload {\nmode\n}", err: "wrong argument count"},
+		{name: "forward_fail_status bad", input: "reflex_upload {\nforward_fail_status 6xx\n}", err: "parsing forward_fail_status"},
+		{name: "forward_fail_status code bad", input: "reflex_upload {\nforward_fail_status 99\n}", err: "parsing forward_fail_status"},
+		{name: "forward_fail_status no arg", input: "reflex_upload {\nforward_fail_status\n}", err: "wrong argument count"},
+		{name: "cors_origins path", input: "reflex_upload {\ncors_origins http://a.example/x\n}", err: "parsing cors_origins"},
+		{name: "cors_origins scheme", input: "reflex_upload {\ncors_origins ftp://a.example\n}", err: "parsing cors_origins"},
+		{name: "cors_origins no arg", input: "reflex_upload {\ncors_origins\n}", err: "wrong argument count"},
+		{name: "cors_credentials arg", input: "reflex_upload {\ncors_credentials yes\n}", err: "wrong argument count"},
 		{name: "hash two args", input: "reflex_upload {\nhash sha256 none\n}", err: "wrong argument count"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -110,7 +125,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 
 func TestValidate(t *testing.T) {
 	valid := func() Handler {
-		return Handler{Prefix: "/_upload", OnConflict: "overwrite", Hash: "sha256"}
+		return Handler{Prefix: "/_upload", OnConflict: "overwrite", Hash: "sha256", Mode: "store"}
 	}
 	for _, tc := range []struct {
 		name   string
@@ -130,6 +145,8 @@ func TestValidate(t *testing.T) {
 		{name: "min without max", modify: func(h *Handler) { h.MinSize = 10 }},
 		{name: "bad conflict", modify: func(h *Handler) { h.OnConflict = "merge" }, err: "on_conflict"},
 		{name: "bad hash", modify: func(h *Handler) { h.Hash = "md5" }, err: "hash"},
+		{name: "bad mode", modify: func(h *Handler) { h.Mode = "proxy" }, err: "mode"},
+		{name: "credentials with any origin", modify: func(h *Handler) { h.CORSOrigins, h.CORSCredentials = []string{"*"}, true }, err: "cors_credentials"},
 		{name: "negative retention", modify: func(h *Handler) { h.ProgressRetention = -1 }, err: "progress_retention"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
