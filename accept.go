@@ -108,6 +108,9 @@ func (a acceptRules) check(name, declared string, sniffed *mimetype.MIME) error 
 	if a.matchSniffed(sniffed) {
 		return nil
 	}
+	if isGeneric(extType) && a.exts[strings.ToLower(path.Ext(name))] {
+		return nil // an accepted extension that names no type (.bin): any content is that
+	}
 	switch bareType(sniffed.String()) {
 	case "application/octet-stream":
 		if extType == "" || mimetype.Lookup(extType) == nil {

@@ -26,11 +26,16 @@ import (
 const siteURL = "http://localhost:9080"
 
 // startSite loads a Caddy config whose site has the given reflex_upload
-// directives (ROOT in them is replaced by a fresh upload folder) and a
-// final handler answering "next handler", and returns the upload folder.
+// directives (ROOT in them is replaced by a fresh upload folder) and, unless
+// they proxy to an app, a final handler answering "next handler", and
+// returns the upload folder.
 func startSite(t *testing.T, directives string) string {
 	t.Helper()
 	root := t.TempDir()
+	fallback := `respond "next handler" 200`
+	if strings.Contains(directives, "reverse_proxy") {
+		fallback = "" // the app is the next handler
+	}
 	config := fmt.Sprintf(`{
 	skip_install_trust
 	admin localhost:2999
@@ -41,9 +46,9 @@ func startSite(t *testing.T, directives string) string {
 }
 http://localhost:9080 {
 	%s
-	respond "next handler" 200
+	%s
 }
-`, strings.ReplaceAll(directives, "ROOT", root))
+`, strings.ReplaceAll(directives, "ROOT", root), fallback)
 	newTester(t).InitServer(config, "caddyfile")
 	if t.Failed() {
 		t.FailNow()

@@ -43,29 +43,46 @@ func (h *Handler) appRefused(status int) bool {
 	return false
 }
 
-// statusWriter passes a response through and remembers its status.
+// statusWriter passes a response through and remembers its status. When
+// drop says so at the moment the header is written (the module has already
+// decided how the request ends), the response is dropped instead, so the
+// module can answer itself.
 type statusWriter struct {
 	*caddyhttp.ResponseWriterWrapper
-	status int
+	drop    func() bool
+	status  int
+	dropped bool
 }
 
 func (w *statusWriter) WriteHeader(status int) {
 	if w.status == 0 && status >= http.StatusOK {
+		if w.drop != nil && w.drop() {
+			w.dropped = true
+			return
+		}
 		w.status = status
 	}
-	w.ResponseWriterWrapper.WriteHeader(status)
+	if !w.dropped {
+		w.ResponseWriterWrapper.WriteHeader(status)
+	}
 }
 
 func (w *statusWriter) Write(p []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
+	if w.status == 0 && !w.dropped {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.dropped {
+		return len(p), nil
 	}
 	return w.ResponseWriterWrapper.Write(p)
 }
 
 func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
+	if w.status == 0 && !w.dropped {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.dropped {
+		return io.Copy(io.Discard, r)
 	}
 	return w.ResponseWriterWrapper.ReadFrom(r)
 }

@@ -160,11 +160,11 @@ type Handler struct {
 
 	failStatus []statusRange
 	root       *uploadRoot
-	accept acceptRules
-	fsync  bool
-	files  *fileserver.FileServer
-	ctx    caddy.Context
-	logger *zap.Logger
+	accept     acceptRules
+	fsync      bool
+	files      *fileserver.FileServer
+	ctx        caddy.Context
+	logger     *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -51,7 +52,7 @@ func (h *Handler) serveTrack(w http.ResponseWriter, r *http.Request, next caddyh
 		io.Reader
 		io.Closer
 	}{tr, r.Body}
-	sw := &statusWriter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
+	sw := &statusWriter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, drop: tr.failed.Load}
 	err = next.ServeHTTP(sw, r2)
 	verdict := tr.stop()
 
@@ -65,9 +66,15 @@ func (h *Handler) serveTrack(w http.ResponseWriter, r *http.Request, next caddyh
 	if verdict != nil {
 		h.finish(r, entry, body, nil, verdict, began)
 		if sw.status != 0 {
-			return nil // the app has answered already; the body was cut under it
+			return nil // the app had answered before; the body was cut under it
 		}
 		return h.refuse(w, verdict)
+	}
+	if sw.dropped {
+		// The body failed without a verdict (the client went away): what the
+		// proxy made of that is dropped; Caddy answers the error.
+		h.finish(r, entry, body, nil, err, began)
+		return caddyhttp.Error(http.StatusBadRequest, err)
 	}
 	if err == nil && sw.status >= 400 {
 		err = errAppRefused.status(sw.status)
@@ -91,6 +98,7 @@ type trackReader struct {
 
 	once    sync.Once // the verdict is taken once, by whoever asks first
 	verdict error
+	failed  atomic.Bool  // the body handed to the app ended in an error
 	files   []storedFile // what the inspector saw, for progress
 }
 
@@ -109,6 +117,14 @@ func newTrackReader(h *Handler, src *bodyReader, boundary string) *trackReader {
 }
 
 func (t *trackReader) Read(p []byte) (int, error) {
+	n, err := t.read(p)
+	if err != nil && err != io.EOF {
+		t.failed.Store(true)
+	}
+	return n, err
+}
+
+func (t *trackReader) read(p []byte) (int, error) {
 	if t.err != nil {
 		return 0, t.err
 	}
