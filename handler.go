@@ -18,7 +18,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/gabriel-vasile/mimetype"
 	"go.uber.org/zap"
 
 	"github.com/reflexupload/caddy-reflex-upload/internal/formstream"
@@ -402,62 +401,40 @@ func (u *upload) receiveFile(part *formstream.Part) error {
 	rf.Path = name
 	u.files = append(u.files, rf) // from here on, discard removes the temp file
 	sink := newFileSink(f, h.newHash())
+	closed := false
+	defer func() {
+		if !closed {
+			_ = sink.close(false)
+		}
+	}()
 
-	head := make([]byte, 0, sniffLen)
-	var sniffed *mimetype.MIME
+	check := h.newFileCheck(name, sent, part.Header.Get("Content-Type"))
 	for {
 		chunk, err := part.Chunk()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			_ = sink.close(false)
 			return u.readError(err, sent)
 		}
-		if h.MaxSize > 0 && rf.Size+int64(len(chunk)) > h.MaxSize {
-			_ = sink.close(false)
-			return errFileTooLarge.with(nil, "file is larger than %d bytes", h.MaxSize).withFile(sent)
-		}
-		rf.Size += int64(len(chunk))
-		if sniffed == nil {
-			head = append(head, chunk[:min(len(chunk), sniffLen-len(head))]...)
-			if len(head) == sniffLen {
-				if sniffed, err = h.checkType(name, part, head); err != nil {
-					_ = sink.close(false)
-					return err
-				}
-			}
+		if err := check.add(chunk); err != nil {
+			return err
 		}
 		if _, err := sink.Write(chunk); err != nil {
-			_ = sink.close(false)
 			return storeError(err)
 		}
 	}
-	if sniffed == nil {
-		if sniffed, err = h.checkType(name, part, head); err != nil {
-			_ = sink.close(false)
-			return err
-		}
+	if err := check.end(); err != nil {
+		return err
 	}
-	if rf.Size < h.MinSize {
-		_ = sink.close(false)
-		return errFileTooSmall.with(nil, "file is smaller than %d bytes", h.MinSize).withFile(sent)
-	}
+	closed = true
 	if err := sink.close(h.fsync); err != nil {
 		return storeError(err)
 	}
-	rf.ContentType = sniffed.String()
+	rf.Size = check.size
+	rf.ContentType = check.contentType()
 	rf.SHA256 = sink.sum()
 	return nil
-}
-
-// checkType sniffs the head of a file and checks it against accept.
-func (h *Handler) checkType(name string, part *formstream.Part, head []byte) (*mimetype.MIME, error) {
-	sniffed := mimetype.Detect(head)
-	if err := h.accept.check(name, part.Header.Get("Content-Type"), sniffed); err != nil {
-		return nil, errInvalidType.with(err, "file type is not accepted: %v", err).withFile(part.FileName())
-	}
-	return sniffed, nil
 }
 
 // commit moves every received file into place. Before it moves any, it

@@ -6,13 +6,13 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"path"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/gabriel-vasile/mimetype"
 
 	"github.com/reflexupload/caddy-reflex-upload/internal/formstream"
 )
@@ -212,9 +212,7 @@ func (t *trackReader) inspectFile(h *Handler, part *formstream.Part) error {
 	if err != nil {
 		return errInvalidFilename.with(err, "%v", err).withFile(sent)
 	}
-	f := storedFile{Field: part.FormName(), Name: name[strings.LastIndexByte(name, '/')+1:], Path: name}
-	head := make([]byte, 0, sniffLen)
-	var sniffed *mimetype.MIME
+	check := h.newFileCheck(name, sent, part.Header.Get("Content-Type"))
 	for {
 		chunk, err := part.Chunk()
 		if err == io.EOF {
@@ -223,29 +221,16 @@ func (t *trackReader) inspectFile(h *Handler, part *formstream.Part) error {
 		if err != nil {
 			return t.readError(err)
 		}
-		if h.MaxSize > 0 && f.Size+int64(len(chunk)) > h.MaxSize {
-			return errFileTooLarge.with(nil, "file is larger than %d bytes", h.MaxSize).withFile(sent)
-		}
-		f.Size += int64(len(chunk))
-		if sniffed == nil {
-			head = append(head, chunk[:min(len(chunk), sniffLen-len(head))]...)
-			if len(head) == sniffLen {
-				if sniffed, err = h.checkType(name, part, head); err != nil {
-					return err
-				}
-			}
-		}
-	}
-	if sniffed == nil {
-		if sniffed, err = h.checkType(name, part, head); err != nil {
+		if err := check.add(chunk); err != nil {
 			return err
 		}
 	}
-	if f.Size < h.MinSize {
-		return errFileTooSmall.with(nil, "file is smaller than %d bytes", h.MinSize).withFile(sent)
+	if err := check.end(); err != nil {
+		return err
 	}
-	f.ContentType = sniffed.String()
-	t.files = append(t.files, f)
+	t.files = append(t.files, storedFile{
+		Field: part.FormName(), Name: path.Base(name), Path: name, Size: check.size, ContentType: check.contentType(),
+	})
 	return nil
 }
 
