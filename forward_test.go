@@ -191,7 +191,7 @@ func TestTrack(t *testing.T) {
 	}
 	assertStored(t, root) // track stores nothing
 	p := progressOf(t, "track-ok", "Reflex-Client-Token", "tok")
-	if p.State != stateDone || p.Received != int64(len(sent)) || len(p.Files) != 3 || p.Files[2].Path != "dir/sub/c.bin" {
+	if p.State != stateDone || p.Received != int64(len(sent)) || len(p.Files) != 3 || p.Files[1].Path != "/dir/b.png" || p.Files[1].Name != "b.png" || p.Files[1].URL != "" {
 		t.Fatalf("progress: %+v", p)
 	}
 

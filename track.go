@@ -52,7 +52,10 @@ func (h *Handler) serveTrack(w http.ResponseWriter, r *http.Request, next caddyh
 		io.Reader
 		io.Closer
 	}{tr, r.Body}
-	sw := &statusWriter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, drop: tr.failed.Load}
+	// Once the body has failed, or the request was cancelled or its client
+	// went away, what the proxy makes of it is dropped: the module answers.
+	drop := func() bool { return tr.failed.Load() || ctx.Err() != nil }
+	sw := &statusWriter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, drop: drop}
 	err = next.ServeHTTP(sw, r2)
 	verdict := tr.stop()
 
@@ -228,8 +231,9 @@ func (t *trackReader) inspectFile(h *Handler, part *formstream.Part) error {
 	if err := check.end(); err != nil {
 		return err
 	}
+	// The app decides where the file goes: progress reports the name as sent.
 	t.files = append(t.files, storedFile{
-		Field: part.FormName(), Name: path.Base(name), Path: name, Size: check.size, ContentType: check.contentType(),
+		Field: part.FormName(), Name: path.Base(name), Path: sent, Size: check.size, ContentType: check.contentType(),
 	})
 	return nil
 }
