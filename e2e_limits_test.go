@@ -420,3 +420,16 @@ func TestE2EReflexDialect(t *testing.T) {
 		})
 	}
 }
+
+// TestE2EBrowserEscapes sends file names as browsers encode them: '"' as
+// %22, a newline as %0A.
+func TestE2EBrowserEscapes(t *testing.T) {
+	root := startSite(t, "reflex_upload {\nroot ROOT\n}")
+	res, body := postFiles(t, "/_upload", nil, part{name: "x", disposition: `form-data; name="files"; filename="say %22hi%22.txt"`, data: []byte("hi")})
+	if res.StatusCode != http.StatusCreated || decode[uploadResult](t, body).Files[0].Path != `say "hi".txt` {
+		t.Fatalf("%d %s", res.StatusCode, body)
+	}
+	res, body = postFiles(t, "/_upload", nil, part{name: "x", disposition: `form-data; name="files"; filename="a%0Ab.txt"`, data: []byte("hi")})
+	assertError(t, res, body, http.StatusBadRequest, "invalid-filename", "a\nb.txt")
+	assertStored(t, root, `say "hi".txt`)
+}

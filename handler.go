@@ -179,6 +179,7 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddy
 		err = errUploadCancelled
 	}
 	if err != nil {
+		u.discard() // before the progress says how it ended
 		h.finish(r, entry, u.body, nil, err, began)
 		return h.refuse(w, err)
 	}
@@ -380,7 +381,7 @@ func (u *upload) receiveField(part *formstream.Part) error {
 // limits and the accepted types before the bytes are kept.
 func (u *upload) receiveFile(part *formstream.Part) error {
 	h := u.h
-	sent := part.FileName()
+	sent := browserFileName(part.FileName())
 	if h.MaxFiles > 0 && len(u.files) >= h.MaxFiles {
 		return errTooManyFiles.with(nil, "a request may hold at most %d files", h.MaxFiles).withFile(sent)
 	}
@@ -477,6 +478,7 @@ func (u *upload) discard() {
 	for _, f := range u.files {
 		if f.tmp != "" {
 			_ = u.h.root.root.Remove(f.tmp)
+			f.tmp = ""
 		}
 	}
 }

@@ -84,3 +84,14 @@ func sanitizeFilename(name string) (string, error) {
 func hasDriveLetter(s string) bool {
 	return len(s) >= 2 && s[1] == ':' && ('a' <= s[0]|0x20 && s[0]|0x20 <= 'z')
 }
+
+// browserFileName undoes the one escape browsers apply to the file name of
+// a multipart part: the HTML standard's form encoding writes '"' as %22 (and
+// CR and LF as %0D and %0A, which the sanitiser refuses either way). A name
+// that really holds "%22" cannot be told apart, and comes out with '"'.
+func browserFileName(name string) string {
+	if !strings.Contains(name, "%") {
+		return name
+	}
+	return strings.NewReplacer("%22", `"`, "%0D", "\r", "%0A", "\n", "%0d", "\r", "%0a", "\n").Replace(name)
+}

@@ -108,3 +108,17 @@ func FuzzSanitizeFilename(f *testing.F) {
 		}
 	})
 }
+
+func TestBrowserFileName(t *testing.T) {
+	for in, want := range map[string]string{
+		"say %22hi%22.txt": `say "hi".txt`,
+		"a%0Ab.txt":        "a\nb.txt",
+		"100%.txt":         "100%.txt",
+		"plain.txt":        "plain.txt",
+		"%2e%2e/x":         "%2e%2e/x", // only the form encoding's own escapes are undone
+	} {
+		if got := browserFileName(in); got != want {
+			t.Errorf("browserFileName(%q) = %q; want %q", in, got, want)
+		}
+	}
+}
