@@ -459,7 +459,7 @@ func upload(client *http.Client, url string, b *bodyTemplate, poll bool) (float6
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			polls = pollProgress(client, url+"/.uploads/"+id, stop)
+			polls = pollProgress(pollClient, url+"/.uploads/"+id, stop)
 		}()
 		defer func() {
 			close(stop)
@@ -500,6 +500,9 @@ func upload(client *http.Client, url string, b *bodyTemplate, poll bool) (float6
 	res.size, res.name, res.sha256 = *f.Size, f.Name, f.SHA256
 	return secs, res, nil
 }
+
+// pollClient polls progress over one kept-alive connection, as a page would.
+var pollClient = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: nil, DisableCompression: true}}
 
 // pollStats counts the progress polls made during one upload.
 type pollStats struct{ n, uploading, failed int }
@@ -871,6 +874,30 @@ func printSummary(o options, targets []*target) {
 		fmt.Printf("%-30s %12.1f %14.2f %17s %19s\n", t.name, med, med/rawMiBps,
 			fmt.Sprintf("%.0f..%.0f", lo, hi), mem)
 	}
+
+	// The cost of polling, paired by round: each round uploads to the same
+	// server with and without polling, so their ratio cancels most of the
+	// machine's drift from round to round.
+	for i, t := range targets {
+		if !t.poll || i == 0 || targets[i-1].proc != t.proc {
+			continue
+		}
+		base := targets[i-1]
+		ratios := make([]float64, 0, len(t.secs))
+		for r := range min(len(t.secs), len(base.secs)) {
+			ratios = append(ratios, base.secs[r]/t.secs[r])
+		}
+		fmt.Printf("\npolled / unpolled throughput, paired by round: median %.3f (rounds: %s)\n",
+			median(ratios), fmtRatios(ratios))
+	}
+}
+
+func fmtRatios(v []float64) string {
+	parts := make([]string, len(v))
+	for i, x := range v {
+		parts[i] = fmt.Sprintf("%.2f", x)
+	}
+	return strings.Join(parts, " ")
 }
 
 func minMax(secs []float64, size int64) (lo, hi float64) {
