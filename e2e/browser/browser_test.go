@@ -14,9 +14,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
+	"github.com/reflexupload/caddy-reflex-upload/e2e/internal/caddyrun"
 	"image"
 	"image/color"
 	"image/png"
@@ -29,8 +29,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,10 +49,6 @@ const (
 	// scenarioTimeout bounds one run of scenario.mjs (it stops itself a
 	// little earlier, to report what the page showed).
 	scenarioTimeout = 3 * time.Minute
-	// buildTimeout bounds building Caddy (a cold build compiles all of it).
-	buildTimeout = 8 * time.Minute
-	// npmTimeout bounds npm ci.
-	npmTimeout = 5 * time.Minute
 	// missingTools is the message when the browser or node is not installed.
 	missingTools = "install chromium (apt-get install chromium) and node to run the browser tests"
 )
@@ -62,13 +56,6 @@ const (
 var docs = flag.Bool("docs", false, "copy the screenshots to docs/screenshot.png and docs/screenshot-phone.png")
 
 var (
-	// workDir holds the built Caddy; TestMain removes it.
-	workDir string
-
-	buildOnce sync.Once
-	caddyBin  string
-	buildErr  error
-
 	npmOnce sync.Once
 	npmErr  error
 )
@@ -76,9 +63,7 @@ var (
 func TestMain(m *testing.M) {
 	flag.Parse()
 	code := m.Run()
-	if workDir != "" {
-		os.RemoveAll(workDir)
-	}
+	caddyrun.Cleanup()
 	os.Exit(code)
 }
 
@@ -397,7 +382,7 @@ func TestScreenshots(t *testing.T) {
 		t.Errorf("script errors on the page: %q", res.PageErrors)
 	}
 	if *docs {
-		root, err := repoRoot()
+		root, err := caddyrun.RepoRoot()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -449,17 +434,17 @@ func setup(t *testing.T) *site {
 	if err != nil {
 		t.Fatal(err)
 	}
-	npmOnce.Do(func() { npmErr = npmInstall(here) })
+	npmOnce.Do(func() { npmErr = caddyrun.NPMInstall(here, "playwright-core") })
 	if npmErr != nil {
 		t.Fatalf("installing playwright-core: %v", npmErr)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	t.Cleanup(cancel)
-	buildOnce.Do(func() { caddyBin, buildErr = buildCaddy() })
-	if buildErr != nil {
-		t.Fatalf("building Caddy: %v", buildErr)
+	caddyBin, err := caddyrun.Caddy()
+	if err != nil {
+		t.Fatalf("building Caddy: %v", err)
 	}
-	root, err := repoRoot()
+	root, err := caddyrun.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -470,8 +455,8 @@ func setup(t *testing.T) *site {
 	t.Cleanup(func() {
 		c.stop(t)
 		if t.Failed() {
-			t.Logf("Caddy's output:\n%s", tail(c.log(), 8000))
-			t.Logf("files under %s:\n%s", dir, listFiles(dir))
+			t.Logf("Caddy's output:\n%s", caddyrun.Tail(c.log(), 8000))
+			t.Logf("files under %s:\n%s", dir, caddyrun.ListFiles(dir))
 		}
 	})
 	c.start(t)
@@ -518,117 +503,6 @@ func nodeMajor() (int, error) {
 	return strconv.Atoi(major)
 }
 
-// npmInstall runs npm ci when node_modules lacks the pinned playwright-core.
-// Playwright is told not to download a browser: the tests use Debian's.
-func npmInstall(dir string) error {
-	var pkg struct {
-		Dependencies map[string]string `json:"dependencies"`
-	}
-	b, err := os.ReadFile(filepath.Join(dir, "package.json"))
-	if err != nil {
-		return err
-	}
-	if err := json.Unmarshal(b, &pkg); err != nil {
-		return fmt.Errorf("package.json: %v", err)
-	}
-	var installed struct {
-		Version string `json:"version"`
-	}
-	b, err = os.ReadFile(filepath.Join(dir, "node_modules", "playwright-core", "package.json"))
-	if err == nil && json.Unmarshal(b, &installed) == nil && installed.Version == pkg.Dependencies["playwright-core"] {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), npmTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "npm", "ci", "--no-audit", "--no-fund", "--loglevel=error")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1")
-	cmd.WaitDelay = 5 * time.Second
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("npm ci in %s: %v\n%s", dir, err, out)
-	}
-	return nil
-}
-
-// buildCaddy builds ./cmd/caddy from the repository root into workDir. When
-// this test binary was built with -race, so is Caddy (a data race reported
-// by Caddy then fails the test that caused it).
-func buildCaddy() (string, error) {
-	root, err := repoRoot()
-	if err != nil {
-		return "", err
-	}
-	workDir, err = os.MkdirTemp("", "browser-caddy-")
-	if err != nil {
-		return "", err
-	}
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	bin := filepath.Join(workDir, "caddy")
-	args := []string{"build", "-o", bin}
-	if raceEnabled() {
-		args = append(args, "-race")
-	}
-	args = append(args, "./cmd/caddy")
-	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, goTool, args...)
-	cmd.Dir = root
-	cmd.WaitDelay = 5 * time.Second
-	start := time.Now()
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("go %s (in %s): %v\n%s", strings.Join(args, " "), root, err, out)
-	}
-	fmt.Fprintf(os.Stderr, "browser: built Caddy (race=%v) in %v\n", raceEnabled(), time.Since(start).Round(time.Millisecond))
-	return bin, nil
-}
-
-func raceEnabled() bool {
-	info, ok := debug.ReadBuildInfo()
-	if !ok {
-		return false
-	}
-	for _, s := range info.Settings {
-		if s.Key == "-race" {
-			return s.Value == "true"
-		}
-	}
-	return false
-}
-
-// repoRoot walks up from the working directory to the folder with go.mod.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory")
-		}
-		dir = parent
-	}
-}
-
-// freeAddr returns a loopback address with a port that was free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // caddyProc is `caddy run --config Caddyfile.example` run from the
 // repository root as a child process.
 type caddyProc struct {
@@ -665,7 +539,7 @@ func (c *caddyProc) start(t *testing.T) {
 		"REFLEX_UPLOADED_FILES_DIR="+c.dir,
 		// The example keeps Caddy's admin endpoint; move it off the
 		// default port so that another Caddy on this machine is no bother.
-		"CADDY_ADMIN="+freeAddr(t),
+		"CADDY_ADMIN="+caddyrun.FreeAddr(t),
 		"HOME="+c.home,
 		"XDG_CONFIG_HOME="+filepath.Join(c.home, "config"),
 		"XDG_DATA_HOME="+filepath.Join(c.home, "data"),
@@ -692,9 +566,9 @@ func (c *caddyProc) start(t *testing.T) {
 		}
 		select {
 		case <-c.exited:
-			t.Fatalf("Caddy exited (%v) before it served the demo on port %s:\n%s", cmd.ProcessState, sitePort, tail(c.log(), 4000))
+			t.Fatalf("Caddy exited (%v) before it served the demo on port %s:\n%s", cmd.ProcessState, sitePort, caddyrun.Tail(c.log(), 4000))
 		case <-c.ctx.Done():
-			t.Fatalf("Caddy did not serve the demo on port %s in time (last: %v):\n%s", sitePort, err, tail(c.log(), 4000))
+			t.Fatalf("Caddy did not serve the demo on port %s in time (last: %v):\n%s", sitePort, err, caddyrun.Tail(c.log(), 4000))
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -717,7 +591,7 @@ func (c *caddyProc) stop(t *testing.T) {
 		<-c.exited
 	}
 	if log := c.log(); strings.Contains(log, "WARNING: DATA RACE") {
-		t.Errorf("Caddy reported a data race:\n%s", tail(log, 20000))
+		t.Errorf("Caddy reported a data race:\n%s", caddyrun.Tail(log, 20000))
 	}
 }
 
@@ -761,7 +635,7 @@ func (s *site) run(t *testing.T, scenario string, args map[string]any, res any) 
 	t.Logf("scenario %s ran in %v", scenario, time.Since(start).Round(time.Millisecond))
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("node scenario.mjs %s\nbrowser console and requests:\n%s", scenario, tail(stderr.String(), 16000))
+			t.Logf("node scenario.mjs %s\nbrowser console and requests:\n%s", scenario, caddyrun.Tail(stderr.String(), 16000))
 		}
 	})
 	var head struct {
@@ -770,7 +644,7 @@ func (s *site) run(t *testing.T, scenario string, args map[string]any, res any) 
 	}
 	line := lastLine(stdout.String())
 	if err := json.Unmarshal([]byte(line), &head); err != nil {
-		t.Fatalf("scenario %s (%v) printed no result line: %q", scenario, runErr, tail(stdout.String(), 2000))
+		t.Fatalf("scenario %s (%v) printed no result line: %q", scenario, runErr, caddyrun.Tail(stdout.String(), 2000))
 	}
 	if !head.OK {
 		t.Fatalf("scenario %s failed (%v): %s", scenario, runErr, head.Error)
@@ -855,7 +729,7 @@ func (s *site) progress(t *testing.T, id string) progressBody {
 // assertStored checks that name is stored with exactly content.
 func (s *site) assertStored(t *testing.T, name string, content []byte) {
 	t.Helper()
-	got, n, err := fileSHA256(filepath.Join(s.dir, filepath.FromSlash(name)))
+	got, n, err := caddyrun.FileSHA256(filepath.Join(s.dir, filepath.FromSlash(name)))
 	want := sha256.Sum256(content)
 	switch {
 	case err != nil:
@@ -883,7 +757,7 @@ func (s *site) assertEmpty(t *testing.T) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Errorf("files left under the upload folder:\n%s", listFiles(s.dir))
+			t.Errorf("files left under the upload folder:\n%s", caddyrun.ListFiles(s.dir))
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -1007,49 +881,4 @@ func pngSize(t *testing.T, path string) (int, int) {
 		t.Fatalf("%s: %v", path, err)
 	}
 	return cfg.Width, cfg.Height
-}
-
-func fileSHA256(path string) (string, int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", 0, err
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		return "", n, err
-	}
-	return hex.EncodeToString(h.Sum(nil)), n, nil
-}
-
-// listFiles lists the files under dir with their sizes.
-func listFiles(dir string) string {
-	var b strings.Builder
-	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
-		if err != nil {
-			fmt.Fprintf(&b, "  %s: %v\n", path, err)
-			return nil
-		}
-		rel, _ := filepath.Rel(dir, path)
-		if d.IsDir() {
-			fmt.Fprintf(&b, "  %s/\n", rel)
-			return nil
-		}
-		if info, err := d.Info(); err == nil {
-			fmt.Fprintf(&b, "  %s %d\n", rel, info.Size())
-		}
-		return nil
-	})
-	if b.Len() == 0 {
-		return "  (none)\n"
-	}
-	return b.String()
-}
-
-func tail(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return "…" + s[len(s)-n:]
 }

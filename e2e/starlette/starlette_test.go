@@ -13,8 +13,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"github.com/reflexupload/caddy-reflex-upload/e2e/internal/caddyrun"
 	"io"
 	"math/rand/v2"
 	"mime/multipart"
@@ -24,8 +24,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -40,8 +38,6 @@ const (
 	mib = 1 << 20
 	// testTimeout bounds each test: the processes, the clients and every wait.
 	testTimeout = 3 * time.Minute
-	// buildTimeout bounds building Caddy (a cold build compiles all of it).
-	buildTimeout = 8 * time.Minute
 	// maxSize is the module's max_size in the Caddyfile.
 	maxSize = 10 * mib
 	// defaultPython is Debian's interpreter, which has python3-starlette,
@@ -52,13 +48,6 @@ const (
 )
 
 var (
-	// workDir holds the built Caddy; TestMain removes it.
-	workDir string
-
-	buildOnce sync.Once
-	caddyBin  string
-	buildErr  error
-
 	pythonOnce sync.Once
 	pythonBin  string
 	pythonErr  error
@@ -66,9 +55,7 @@ var (
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if workDir != "" {
-		os.RemoveAll(workDir)
-	}
+	caddyrun.Cleanup()
 	os.Exit(code)
 }
 
@@ -144,7 +131,7 @@ func TestTrackReflexWireFormat(t *testing.T) {
 	for rel, want := range stored {
 		resp, got := h.get(t, "/_upload/"+rel, nil)
 		if resp.StatusCode != http.StatusOK {
-			t.Errorf("GET /_upload/%s: status %d, want 200; body %q", rel, resp.StatusCode, tail(string(got), 300))
+			t.Errorf("GET /_upload/%s: status %d, want 200; body %q", rel, resp.StatusCode, caddyrun.Tail(string(got), 300))
 			continue
 		}
 		if !bytes.Equal(got, want) {
@@ -171,10 +158,10 @@ func TestTrackLargeFile(t *testing.T) {
 	start := time.Now()
 	resp, respBody := h.post(t, hdr, ctype, body)
 	elapsed := time.Since(start)
-	t.Logf("POST %d bytes: %d %q in %v (%.1f MiB/s)", len(body), resp.StatusCode, tail(string(respBody), 300),
+	t.Logf("POST %d bytes: %d %q in %v (%.1f MiB/s)", len(body), resp.StatusCode, caddyrun.Tail(string(respBody), 300),
 		elapsed.Round(time.Millisecond), float64(len(body))/mib/elapsed.Seconds())
 	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("status %d, want 200; headers %v; body %q", resp.StatusCode, resp.Header, tail(string(respBody), 1000))
+		t.Fatalf("status %d, want 200; headers %v; body %q", resp.StatusCode, resp.Header, caddyrun.Tail(string(respBody), 1000))
 	}
 	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
 		t.Errorf("Content-Type %q, want application/json", ct)
@@ -190,7 +177,7 @@ func TestTrackLargeFile(t *testing.T) {
 	if len(list) != 1 || list[0].Name != "large.bin" || list[0].Size != int64(len(data)) || list[0].SHA256 != sum(data) {
 		t.Errorf("answer %+v, want one file large.bin of %d bytes, sha256 %s", list, len(data), sum(data))
 	}
-	got, n, err := fileSHA256(filepath.Join(h.shared, "large.bin"))
+	got, n, err := caddyrun.FileSHA256(filepath.Join(h.shared, "large.bin"))
 	switch {
 	case err != nil:
 		t.Errorf("not stored: %v", err)
@@ -223,7 +210,7 @@ func TestTrackOversize(t *testing.T) {
 	}
 	t.Logf("answer: %d %s %q", up.resp.StatusCode, up.resp.Header.Get("Content-Type"), up.body)
 	if up.resp.StatusCode != http.StatusRequestEntityTooLarge {
-		t.Errorf("status %d, want 413; headers %v; body %q", up.resp.StatusCode, up.resp.Header, tail(string(up.body), 1000))
+		t.Errorf("status %d, want 413; headers %v; body %q", up.resp.StatusCode, up.resp.Header, caddyrun.Tail(string(up.body), 1000))
 	}
 	e := decodeError(t, up.body)
 	if e.Code != "file-too-large" {
@@ -371,9 +358,9 @@ func setup(t *testing.T) *harness {
 	python := requirePython(t)
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	t.Cleanup(cancel)
-	buildOnce.Do(func() { caddyBin, buildErr = buildCaddy() })
-	if buildErr != nil {
-		t.Fatalf("building Caddy: %v", buildErr)
+	caddyBin, err := caddyrun.Caddy()
+	if err != nil {
+		t.Fatalf("building Caddy: %v", err)
 	}
 	appDir, err := filepath.Abs(".")
 	if err != nil {
@@ -389,7 +376,7 @@ func setup(t *testing.T) *harness {
 	t.Cleanup(h.client.CloseIdleConnections)
 
 	// The app.
-	appAddr := freeAddr(t)
+	appAddr := caddyrun.FreeAddr(t)
 	_, appPort, _ := net.SplitHostPort(appAddr)
 	app := &proc{
 		name: "uvicorn", ctx: ctx, addr: appAddr, logPath: filepath.Join(base, "app.log"), dir: appDir,
@@ -407,8 +394,8 @@ func setup(t *testing.T) *harness {
 	t.Cleanup(func() {
 		app.stop(t)
 		if t.Failed() {
-			t.Logf("the app's log:\n%s", tail(app.log(), 12000))
-			t.Logf("files under %s:\n%s", shared, listFiles(shared))
+			t.Logf("the app's log:\n%s", caddyrun.Tail(app.log(), 12000))
+			t.Logf("files under %s:\n%s", shared, caddyrun.ListFiles(shared))
 		}
 	})
 	started := time.Now()
@@ -416,7 +403,7 @@ func setup(t *testing.T) *harness {
 	t.Logf("the app listens on %s after %v", appAddr, time.Since(started).Round(time.Millisecond))
 
 	// Caddy.
-	h.caddyAddr = freeAddr(t)
+	h.caddyAddr = caddyrun.FreeAddr(t)
 	h.base = "http://" + h.caddyAddr
 	config := fmt.Sprintf(`{
 	admin off
@@ -449,9 +436,9 @@ http://%s {
 	t.Cleanup(func() {
 		h.caddy.stop(t)
 		if log := h.caddy.log(); strings.Contains(log, "WARNING: DATA RACE") {
-			t.Errorf("Caddy reported a data race:\n%s", tail(log, 20000))
+			t.Errorf("Caddy reported a data race:\n%s", caddyrun.Tail(log, 20000))
 		} else if t.Failed() {
-			t.Logf("Caddy's output:\n%s", tail(log, 8000))
+			t.Logf("Caddy's output:\n%s", caddyrun.Tail(log, 8000))
 		}
 	})
 	started = time.Now()
@@ -476,7 +463,7 @@ func requirePython(t *testing.T) string {
 		cmd.WaitDelay = 5 * time.Second
 		out, err := cmd.CombinedOutput()
 		if err != nil {
-			pythonErr = fmt.Errorf("%s cannot import starlette, uvicorn and multipart: %v\n%s", pythonBin, err, tail(string(out), 2000))
+			pythonErr = fmt.Errorf("%s cannot import starlette, uvicorn and multipart: %v\n%s", pythonBin, err, caddyrun.Tail(string(out), 2000))
 			return
 		}
 		fmt.Fprintf(os.Stderr, "starlette: %s has starlette and uvicorn %s", pythonBin, out)
@@ -506,83 +493,6 @@ func pythonEnv() []string {
 		env = append(env, kv)
 	}
 	return env
-}
-
-// buildCaddy builds ./cmd/caddy from the repository root into workDir, with
-// -race when this test binary has it.
-func buildCaddy() (string, error) {
-	root, err := repoRoot()
-	if err != nil {
-		return "", err
-	}
-	workDir, err = os.MkdirTemp("", "starlette-caddy-")
-	if err != nil {
-		return "", err
-	}
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	bin := filepath.Join(workDir, "caddy")
-	args := []string{"build", "-o", bin}
-	if raceEnabled() {
-		args = append(args, "-race")
-	}
-	args = append(args, "./cmd/caddy")
-	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, goTool, args...)
-	cmd.Dir = root
-	cmd.WaitDelay = 5 * time.Second
-	start := time.Now()
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("go %s (in %s): %v\n%s", strings.Join(args, " "), root, err, out)
-	}
-	fmt.Fprintf(os.Stderr, "starlette: built Caddy (race=%v) in %v\n", raceEnabled(), time.Since(start).Round(time.Millisecond))
-	return bin, nil
-}
-
-func raceEnabled() bool {
-	info, ok := debug.ReadBuildInfo()
-	if !ok {
-		return false
-	}
-	for _, s := range info.Settings {
-		if s.Key == "-race" {
-			return s.Value == "true"
-		}
-	}
-	return false
-}
-
-// repoRoot walks up from the working directory to the folder with go.mod.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory")
-		}
-		dir = parent
-	}
-}
-
-// freeAddr returns a loopback address with a port that was free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // proc is a child process that listens on addr, its output in a log file.
@@ -628,9 +538,9 @@ func (p *proc) start(t *testing.T) {
 		}
 		select {
 		case <-p.exited:
-			t.Fatalf("%s exited (%v) before it listened on %s:\n%s", p.name, cmd.ProcessState, p.addr, tail(p.log(), 4000))
+			t.Fatalf("%s exited (%v) before it listened on %s:\n%s", p.name, cmd.ProcessState, p.addr, caddyrun.Tail(p.log(), 4000))
 		case <-p.ctx.Done():
-			t.Fatalf("%s did not listen on %s in time:\n%s", p.name, p.addr, tail(p.log(), 4000))
+			t.Fatalf("%s did not listen on %s in time:\n%s", p.name, p.addr, caddyrun.Tail(p.log(), 4000))
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -852,7 +762,7 @@ func (h *harness) progress(t *testing.T, id string, hdr http.Header) progress {
 	t.Helper()
 	resp, b := h.get(t, "/_upload/.uploads/"+id, hdr)
 	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET /_upload/.uploads/%s: status %d, want 200; body %q", id, resp.StatusCode, tail(string(b), 1000))
+		t.Fatalf("GET /_upload/.uploads/%s: status %d, want 200; body %q", id, resp.StatusCode, caddyrun.Tail(string(b), 1000))
 	}
 	if cc := resp.Header.Get("Cache-Control"); cc != "no-store" {
 		t.Errorf("GET /_upload/.uploads/%s: Cache-Control %q, want no-store", id, cc)
@@ -874,7 +784,7 @@ func decodeError(t *testing.T, b []byte) apiError {
 	t.Helper()
 	var e apiError
 	if err := json.Unmarshal(b, &e); err != nil {
-		t.Errorf("the error answer is not JSON: %v: %q", err, tail(string(b), 1000))
+		t.Errorf("the error answer is not JSON: %v: %q", err, caddyrun.Tail(string(b), 1000))
 	}
 	return e
 }
@@ -1047,48 +957,4 @@ func randomBytes(n int, seed uint64) []byte {
 func sum(b []byte) string {
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:])
-}
-
-func fileSHA256(path string) (string, int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", 0, err
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		return "", n, err
-	}
-	return hex.EncodeToString(h.Sum(nil)), n, nil
-}
-
-// listFiles lists the files under dir with their sizes.
-func listFiles(dir string) string {
-	var b strings.Builder
-	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
-		if err != nil {
-			fmt.Fprintf(&b, "  %s: %v\n", path, err)
-			return nil
-		}
-		if d.IsDir() {
-			return nil
-		}
-		rel, _ := filepath.Rel(dir, path)
-		if info, err := d.Info(); err == nil {
-			fmt.Fprintf(&b, "  %s %d\n", rel, info.Size())
-		}
-		return nil
-	})
-	if b.Len() == 0 {
-		return "  (none)\n"
-	}
-	return b.String()
-}
-
-func tail(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return "…" + s[len(s)-n:]
 }

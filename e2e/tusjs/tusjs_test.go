@@ -11,8 +11,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"github.com/reflexupload/caddy-reflex-upload/e2e/internal/caddyrun"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -20,8 +20,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,29 +32,16 @@ const (
 	mib = 1 << 20
 	// testTimeout bounds each test: Caddy, the client and every wait.
 	testTimeout = 3 * time.Minute
-	// buildTimeout bounds building Caddy (a cold build compiles all of it).
-	buildTimeout = 8 * time.Minute
-	// npmTimeout bounds npm ci.
-	npmTimeout = 5 * time.Minute
 )
 
 var (
-	// workDir holds the built Caddy; TestMain removes it.
-	workDir string
-
-	buildOnce sync.Once
-	caddyBin  string
-	buildErr  error
-
 	npmOnce sync.Once
 	npmErr  error
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if workDir != "" {
-		os.RemoveAll(workDir)
-	}
+	caddyrun.Cleanup()
 	os.Exit(code)
 }
 
@@ -174,7 +159,7 @@ func setup(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	npmOnce.Do(func() { npmErr = npmInstall(tusjsDir) })
+	npmOnce.Do(func() { npmErr = caddyrun.NPMInstall(tusjsDir, "tus-js-client") })
 	if npmErr != nil {
 		t.Fatalf("installing tus-js-client: %v", npmErr)
 	}
@@ -188,9 +173,9 @@ func startCaddy(t *testing.T) *harness {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	t.Cleanup(cancel)
-	buildOnce.Do(func() { caddyBin, buildErr = buildCaddy() })
-	if buildErr != nil {
-		t.Fatalf("building Caddy: %v", buildErr)
+	caddyBin, err := caddyrun.Caddy()
+	if err != nil {
+		t.Fatalf("building Caddy: %v", err)
 	}
 
 	base := t.TempDir()
@@ -198,7 +183,7 @@ func startCaddy(t *testing.T) *harness {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	addr := freeAddr(t)
+	addr := caddyrun.FreeAddr(t)
 	config := fmt.Sprintf(`{
 	admin off
 	auto_https off
@@ -219,8 +204,8 @@ http://%s {
 	t.Cleanup(func() {
 		c.stop(t)
 		if t.Failed() {
-			t.Logf("Caddy's output:\n%s", tail(c.log(), 8000))
-			t.Logf("files under %s:\n%s", dir, listFiles(dir))
+			t.Logf("Caddy's output:\n%s", caddyrun.Tail(c.log(), 8000))
+			t.Logf("files under %s:\n%s", dir, caddyrun.ListFiles(dir))
 		}
 	})
 	c.start(t)
@@ -244,116 +229,6 @@ func requireNode(t *testing.T) {
 			"(on Debian: apt-get install -y nodejs npm)", strings.Join(missing, " and "))
 	}
 	t.Skip("install node and npm to run the tus-js-client tests")
-}
-
-// npmInstall runs npm ci when node_modules lacks the pinned tus-js-client.
-func npmInstall(dir string) error {
-	var pkg struct {
-		Dependencies map[string]string `json:"dependencies"`
-	}
-	b, err := os.ReadFile(filepath.Join(dir, "package.json"))
-	if err != nil {
-		return err
-	}
-	if err := json.Unmarshal(b, &pkg); err != nil {
-		return fmt.Errorf("package.json: %v", err)
-	}
-	var installed struct {
-		Version string `json:"version"`
-	}
-	b, err = os.ReadFile(filepath.Join(dir, "node_modules", "tus-js-client", "package.json"))
-	if err == nil && json.Unmarshal(b, &installed) == nil && installed.Version == pkg.Dependencies["tus-js-client"] {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), npmTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "npm", "ci", "--no-audit", "--no-fund", "--loglevel=error")
-	cmd.Dir = dir
-	cmd.WaitDelay = 5 * time.Second
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("npm ci in %s: %v\n%s", dir, err, out)
-	}
-	return nil
-}
-
-// buildCaddy builds ./cmd/caddy from the repository root into workDir. When
-// this test binary was built with -race, so is Caddy: the build then reuses
-// what go test -race compiled already, and a data race in the server fails
-// the test that caused it.
-func buildCaddy() (string, error) {
-	root, err := repoRoot()
-	if err != nil {
-		return "", err
-	}
-	workDir, err = os.MkdirTemp("", "tusjs-caddy-")
-	if err != nil {
-		return "", err
-	}
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	bin := filepath.Join(workDir, "caddy")
-	args := []string{"build", "-o", bin}
-	if raceEnabled() {
-		args = append(args, "-race")
-	}
-	args = append(args, "./cmd/caddy")
-	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, goTool, args...)
-	cmd.Dir = root
-	cmd.WaitDelay = 5 * time.Second
-	start := time.Now()
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("go %s (in %s): %v\n%s", strings.Join(args, " "), root, err, out)
-	}
-	fmt.Fprintf(os.Stderr, "tusjs: built Caddy (race=%v) in %v\n", raceEnabled(), time.Since(start).Round(time.Millisecond))
-	return bin, nil
-}
-
-func raceEnabled() bool {
-	info, ok := debug.ReadBuildInfo()
-	if !ok {
-		return false
-	}
-	for _, s := range info.Settings {
-		if s.Key == "-race" {
-			return s.Value == "true"
-		}
-	}
-	return false
-}
-
-// repoRoot walks up from the working directory to the folder with go.mod.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory")
-		}
-		dir = parent
-	}
-}
-
-// freeAddr returns a loopback address with a port that was free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // caddyProc is Caddy run as a child process; it can be stopped and started
@@ -405,9 +280,9 @@ func (c *caddyProc) start(t *testing.T) {
 		}
 		select {
 		case <-c.exited:
-			t.Fatalf("Caddy exited (%v) before it listened on %s:\n%s", cmd.ProcessState, c.addr, tail(c.log(), 4000))
+			t.Fatalf("Caddy exited (%v) before it listened on %s:\n%s", cmd.ProcessState, c.addr, caddyrun.Tail(c.log(), 4000))
 		case <-c.ctx.Done():
-			t.Fatalf("Caddy did not listen on %s in time:\n%s", c.addr, tail(c.log(), 4000))
+			t.Fatalf("Caddy did not listen on %s in time:\n%s", c.addr, caddyrun.Tail(c.log(), 4000))
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -431,7 +306,7 @@ func (c *caddyProc) stop(t *testing.T) {
 	}
 	log := c.log()
 	if fresh := log[min(int(c.logged), len(log)):]; strings.Contains(fresh, "WARNING: DATA RACE") {
-		t.Errorf("Caddy reported a data race:\n%s", tail(fresh, 20000))
+		t.Errorf("Caddy reported a data race:\n%s", caddyrun.Tail(fresh, 20000))
 	}
 	c.logged = int64(len(log))
 }
@@ -502,7 +377,7 @@ func (h *harness) startUpload(t *testing.T, watch func(string), args ...string) 
 			<-r.done
 		}
 		if t.Failed() {
-			t.Logf("node %s\nstderr of upload.mjs:\n%s\nstdout: %s", strings.Join(args, " "), tail(r.stderrText(), 12000), r.stdout.String())
+			t.Logf("node %s\nstderr of upload.mjs:\n%s\nstdout: %s", strings.Join(args, " "), caddyrun.Tail(r.stderrText(), 12000), r.stdout.String())
 		}
 	})
 	go func() {
@@ -579,7 +454,7 @@ func (h *harness) assertComplete(t *testing.T, res uploadResult, run *nodeRun, n
 		t.Errorf("bytesSent = %d, want %d", res.BytesSent, size)
 	}
 	stored := filepath.Join(h.dir, name)
-	got, n, err := fileSHA256(stored)
+	got, n, err := caddyrun.FileSHA256(stored)
 	switch {
 	case err != nil:
 		t.Errorf("the completed upload is not stored (right after the client finished): %v", err)
@@ -604,7 +479,7 @@ func (h *harness) assertComplete(t *testing.T, res uploadResult, run *nodeRun, n
 	if off := resp.Header.Get("Upload-Offset"); off != strconv.FormatInt(size, 10) {
 		t.Errorf("HEAD %s: Upload-Offset %q, want %d; headers %v", res.URL, off, size, resp.Header)
 	}
-	t.Logf(".uploads after the upload:\n%s", listFiles(filepath.Join(h.dir, ".uploads")))
+	t.Logf(".uploads after the upload:\n%s", caddyrun.ListFiles(filepath.Join(h.dir, ".uploads")))
 }
 
 // assertResumed checks that an interrupted upload was resumed (HEAD, then
@@ -656,48 +531,4 @@ func randomFile(t *testing.T, size int64, seed uint64) (string, string) {
 		t.Fatal(err)
 	}
 	return path, hex.EncodeToString(hash.Sum(nil))
-}
-
-func fileSHA256(path string) (string, int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", 0, err
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		return "", n, err
-	}
-	return hex.EncodeToString(h.Sum(nil)), n, nil
-}
-
-// listFiles lists the files under dir with their sizes.
-func listFiles(dir string) string {
-	var b strings.Builder
-	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
-		if err != nil {
-			fmt.Fprintf(&b, "  %s: %v\n", path, err)
-			return nil
-		}
-		if d.IsDir() {
-			return nil
-		}
-		rel, _ := filepath.Rel(dir, path)
-		if info, err := d.Info(); err == nil {
-			fmt.Fprintf(&b, "  %s %d\n", rel, info.Size())
-		}
-		return nil
-	})
-	if b.Len() == 0 {
-		return "  (none)\n"
-	}
-	return b.String()
-}
-
-func tail(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return "…" + s[len(s)-n:]
 }
