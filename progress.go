@@ -113,16 +113,9 @@ func (g *registry) configure(retention time.Duration, maxFinished int) {
 // start registers an upload in flight. An id in flight under the same owner
 // is refused with errIDInUse; a finished one is replaced.
 func (g *registry) start(e *progressEntry) error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.pruneLocked()
-	if old, ok := g.entries[e.key]; ok && old.snapshotState() == stateUploading {
+	if g.attach(e) != e {
 		return errIDInUse
 	}
-	e.started = g.now()
-	e.state = stateUploading
-	g.entries[e.key] = e
-	g.notifyLocked()
 	return nil
 }
 
