@@ -535,3 +535,21 @@ func mustRequest(t *testing.T, method, url string) *http.Request {
 	}
 	return req
 }
+
+// TestE2EIdleTimeout: a client that stops sending is dropped after
+// idle_timeout, and its upload leaves nothing behind.
+func TestE2EIdleTimeout(t *testing.T) {
+	root := startSite(t, "reflex_upload {\nroot ROOT\nidle_timeout 1s\n}")
+	up := startRawUpload(t, "/_upload", http.Header{"X-Progress-Id": {"idle-1"}}, "idle.bin", 1<<20, 10_000)
+	waitProgress(t, "idle-1", func(p progressBody) bool { return p.Received >= 10_000 })
+	start := time.Now()
+	res, body := up.response(t) // the client sends nothing more
+	assertError(t, res, body, http.StatusBadRequest, "invalid-request", "idle.bin")
+	if waited := time.Since(start); waited > 8*time.Second {
+		t.Fatalf("dropped after %v; want about 1s", waited)
+	}
+	if p := progressOf(t, "idle-1"); p.State != stateError {
+		t.Fatalf("progress: %+v", p)
+	}
+	waitStored(t, root)
+}

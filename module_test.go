@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"flag"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
+	"go.uber.org/zap"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -238,5 +240,38 @@ func TestDirectiveOrder(t *testing.T) {
 		if i := bytes.Index(out, []byte(`"handler":"reflex_upload"`)); i < 0 || i > bytes.Index(out, []byte(`"handler":`)) {
 			t.Errorf("with %q, reflex_upload is not the first handler: %s", other, out)
 		}
+	}
+}
+
+// TestStaleTempsRemoved: provisioning removes temp files a crash left
+// behind (older than an hour) and keeps recent ones and other files.
+func TestStaleTempsRemoved(t *testing.T) {
+	dir := t.TempDir()
+	priv := filepath.Join(dir, reservedDir)
+	if err := os.MkdirAll(priv, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-2 * time.Hour)
+	for name, mtime := range map[string]time.Time{tempPrefix + "old": old, tempPrefix + "new": time.Now(), "keep.json": old} {
+		p := filepath.Join(priv, name)
+		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(p, mtime, mtime); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u, err := openUploadRoot(dir, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.release()
+	entries, _ := os.ReadDir(priv)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if strings.Join(names, ",") != "keep.json,tmp-new,tus" {
+		t.Fatalf("private folder after provisioning: %v", names)
 	}
 }
