@@ -271,6 +271,9 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("mode: %q is not one of store, forward, track", h.Mode)
 	}
 	for _, o := range h.CORSOrigins {
+		if err := checkOrigin(o); err != nil {
+			return fmt.Errorf("cors_origins: %w", err)
+		}
 		if o == "*" && h.CORSCredentials {
 			return errors.New("cors_credentials cannot go with the \"*\" origin")
 		}

@@ -149,6 +149,9 @@ func TestValidate(t *testing.T) {
 		{name: "bad hash", modify: func(h *Handler) { h.Hash = "md5" }, err: "hash"},
 		{name: "bad mode", modify: func(h *Handler) { h.Mode = "proxy" }, err: "mode"},
 		{name: "credentials with any origin", modify: func(h *Handler) { h.CORSOrigins, h.CORSCredentials = []string{"*"}, true }, err: "cors_credentials"},
+		{name: "origin with a path", modify: func(h *Handler) { h.CORSOrigins = []string{"https://app.example/x"} }, err: "cors_origins"},
+		{name: "origin without scheme", modify: func(h *Handler) { h.CORSOrigins = []string{"app.example"} }, err: "cors_origins"},
+		{name: "good origins", modify: func(h *Handler) { h.CORSOrigins = []string{"https://app.example", "http://localhost:3000"} }},
 		{name: "negative retention", modify: func(h *Handler) { h.ProgressRetention = -1 }, err: "progress_retention"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
