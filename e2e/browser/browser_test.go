@@ -304,9 +304,13 @@ func TestResumable(t *testing.T) {
 		FirstPatchOffsetAfterReload int64
 		PatchesAfterReload          int
 		UploadURL                   string `json:"uploadURL"`
+		StockClient                 bool
 		PageErrors                  []string
 	}
 	s.run(t, "tus", map[string]any{"file": file, "rate": 6 * mib}, &res)
+	if !res.StockClient {
+		t.Errorf("the page did not load the vendored tus-js-client (window.tus.Upload)")
+	}
 	t.Logf("first chunk stored at offset %d; after the reload: %d HEAD, %d PATCH from offset %d; %s",
 		res.OffsetBeforeReload, res.HeadsAfterReload, res.PatchesAfterReload, res.FirstPatchOffsetAfterReload, res.Done.Detail)
 	if !res.SwitchOn || res.Badge != "resumable" {

@@ -338,6 +338,13 @@ const scenarios = {
 			patchesAfterReload: patches.length,
 			resumedText: done.detail,
 			uploadURL: responses.find((r) => r.method === "POST")?.headers.location ?? null,
+			// The page's tus client is the vendored stock tus-js-client.
+			stockClient: await page.evaluate(
+				() =>
+					document.querySelector('script[src="vendor/tus-js-client/tus.min.js"]') !== null &&
+					typeof window.tus?.Upload === "function" &&
+					window.tus.isSupported === true,
+			),
 		};
 	},
 
