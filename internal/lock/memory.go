@@ -1,0 +1,101 @@
+package lock
+
+import (
+	"context"
+	"sync"
+)
+
+// Memory is the Locker of one process. Its zero value is ready to use. It
+// keeps an entry only for the uploads that are locked or waited for.
+type Memory struct {
+	mu      sync.Mutex
+	entries map[string]*memEntry
+	tokens  uint64 // the last token handed out, for every upload
+}
+
+// memEntry is the state of one upload's lock.
+type memEntry struct {
+	holder  *memLock      // nil when free
+	freed   chan struct{} // closed (and replaced) at each unlock
+	waiters int
+}
+
+// memLock is one holding of a Memory lock.
+type memLock struct {
+	m       *Memory
+	id      string
+	token   uint64
+	release func()
+	lost    chan struct{} // never closed: a process's lock cannot be lost
+}
+
+// Lock implements Locker.
+func (m *Memory) Lock(ctx context.Context, id string, release func()) (Lock, error) {
+	m.mu.Lock()
+	if m.entries == nil {
+		m.entries = map[string]*memEntry{}
+	}
+	e := m.entries[id]
+	if e == nil {
+		e = &memEntry{freed: make(chan struct{})}
+		m.entries[id] = e
+	}
+	e.waiters++
+	for e.holder != nil {
+		holderRelease, freed := e.holder.release, e.freed
+		m.mu.Unlock()
+		if holderRelease != nil {
+			holderRelease()
+		}
+		select {
+		case <-freed:
+		case <-ctx.Done():
+			m.mu.Lock()
+			e.waiters--
+			m.forgetLocked(id, e)
+			m.mu.Unlock()
+			return nil, ctx.Err()
+		}
+		m.mu.Lock()
+	}
+	e.waiters--
+	m.tokens++
+	l := &memLock{m: m, id: id, token: m.tokens, release: release, lost: make(chan struct{})}
+	e.holder = l
+	m.mu.Unlock()
+	return l, nil
+}
+
+// forgetLocked drops the entry of an upload nobody holds or waits for.
+func (m *Memory) forgetLocked(id string, e *memEntry) {
+	if e.holder == nil && e.waiters == 0 && m.entries[id] == e {
+		delete(m.entries, id)
+	}
+}
+
+// Len is how many uploads are locked or waited for.
+func (m *Memory) Len() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.entries)
+}
+
+func (l *memLock) Token() uint64         { return l.token }
+func (l *memLock) Lost() <-chan struct{} { return l.lost }
+
+func (l *memLock) Unlock(context.Context) error {
+	m := l.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.entries[l.id]
+	if e == nil || e.holder != l {
+		return ErrNotHeld
+	}
+	e.holder = nil
+	close(e.freed)
+	e.freed = make(chan struct{})
+	m.forgetLocked(l.id, e)
+	return nil
+}
+
+var _ Locker = (*Memory)(nil)
