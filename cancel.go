@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 // Errors of progress and cancel requests.
@@ -23,7 +25,27 @@ var (
 	errCancelled = errors.New("upload cancelled")
 	// errInterrupted: a newer request for the same tus upload took over.
 	errInterrupted = errors.New("upload interrupted by a newer request")
+	// errShuttingDown: the process is exiting; a tus upload resumes after.
+	errShuttingDown = errors.New("server shutting down")
+	// errPastLength: a tus chunk goes past the upload's length.
+	errPastLength = errors.New("chunk past the upload's length")
 )
+
+// serveDelete answers DELETE {prefix}/.uploads/{id}. With Tus-Resumable it
+// is tus termination and concerns only a resumable upload. Without it, it
+// is the cancel of any upload by its id, as clients that do not speak tus
+// send it: the requester's resumable upload of that id is terminated, else
+// the requester's standard upload in flight is cancelled. Nothing is done
+// for, or told about, another owner's upload: the owner check comes first.
+func (h *Handler) serveDelete(w http.ResponseWriter, r *http.Request, id string) error {
+	if r.Header.Get("Tus-Resumable") != "" {
+		return h.serveTusDelete(w, r, id)
+	}
+	if _, err := h.loadOwned(r, id); err == nil {
+		return h.serveTusDelete(w, r, id)
+	}
+	return h.serveCancel(w, r, id)
+}
 
 // serveCancel answers DELETE {prefix}/.uploads/{id} for a standard upload:
 // it ends an upload that is still being received. The upload's body read is
@@ -33,7 +55,8 @@ var (
 func (h *Handler) serveCancel(w http.ResponseWriter, r *http.Request, id string) error {
 	e := h.root.progress.lookup(h.requestKey(r, id))
 	switch {
-	case e == nil:
+	case e == nil || e.kind == kindTus:
+		// A resumable upload without a state was terminated or expired.
 		return h.refuse(w, errUploadNotFound)
 	case e.snapshotState() != stateUploading:
 		return h.refuse(w, errUploadFinished)
@@ -46,8 +69,8 @@ func (h *Handler) serveCancel(w http.ResponseWriter, r *http.Request, id string)
 
 // readControl owns the read deadline of one upload request. It pushes the
 // deadline forward while bytes arrive (an idle client is dropped, a slow one
-// is not), and when the request's context ends with errCancelled or
-// errInterrupted it sets the deadline to now, which unblocks a body read in
+// is not), and when the request's context ends with errCancelled,
+// errInterrupted or errShuttingDown it sets the deadline to now, which unblocks a body read in
 // progress at once: the way tusd stops an interrupted PATCH.
 type readControl struct {
 	rc      *http.ResponseController
@@ -65,7 +88,7 @@ func cancellable(w http.ResponseWriter, r *http.Request, idle time.Duration) (co
 	ctx, cancel := context.WithCancelCause(r.Context())
 	c := &readControl{rc: http.NewResponseController(w), idle: idle}
 	c.stop = context.AfterFunc(ctx, func() {
-		if cause := context.Cause(ctx); errors.Is(cause, errCancelled) || errors.Is(cause, errInterrupted) {
+		if cause := context.Cause(ctx); errors.Is(cause, errCancelled) || errors.Is(cause, errInterrupted) || errors.Is(cause, errShuttingDown) {
 			c.mu.Lock()
 			defer c.mu.Unlock()
 			c.stopped = true
@@ -92,4 +115,29 @@ func (c *readControl) push() {
 	}
 	c.pushed = now
 	_ = c.rc.SetReadDeadline(now.Add(c.idle))
+}
+
+// watchShutdown makes sure the HTTP server of a tus request stops the tus
+// requests in flight when the process exits, at once instead of after
+// Caddy's grace period (eternal by default): they save what they received
+// and answer 503, and their clients resume on the next start. Standard
+// uploads, which cannot resume, are left to the grace period. A config
+// reload (the old server shuts down too, the process goes on) stops nothing.
+// Only servers of HTTP/1 and HTTP/2 have the hook; a PATCH over HTTP/3 is
+// stopped when one of them starts its shutdown.
+func (h *Handler) watchShutdown(r *http.Request) {
+	srv, ok := r.Context().Value(http.ServerContextKey).(*http.Server)
+	if !ok {
+		return
+	}
+	root := h.root
+	if _, seen := root.servers.LoadOrStore(srv, struct{}{}); seen {
+		return
+	}
+	srv.RegisterOnShutdown(func() {
+		root.servers.Delete(srv) // this server is done with
+		if caddy.Exiting() {
+			root.stopWriters(errShuttingDown)
+		}
+	})
 }

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,7 +42,14 @@ const (
 // much of a long PATCH.
 const tusCheckpoint = 16 << 20
 
-// Errors of the tus protocol.
+// maxTusMetadata bounds the Upload-Metadata header: it is kept in the
+// upload's state, which is written again at every save.
+const maxTusMetadata = 64 << 10
+
+// Errors of the tus protocol. The requests the server cuts short (a newer
+// request took over, the body stalled past idle_timeout or failed, the
+// server shuts down) answer 503, which stock clients retry: they ask HEAD
+// for the offset and resume, since what arrived is kept.
 var (
 	errTusVersion       = &uploadError{Status: http.StatusPreconditionFailed, Code: "unsupported-version", Detail: "Tus-Resumable must be 1.0.0"}
 	errTusContentType   = &uploadError{Status: http.StatusUnsupportedMediaType, Code: "invalid-content-type", Detail: "PATCH needs Content-Type: application/offset+octet-stream"}
@@ -49,7 +57,9 @@ var (
 	errTusGone          = &uploadError{Status: http.StatusGone, Code: "upload-expired", Detail: "the upload has expired"}
 	errTusFinalPatch    = &uploadError{Status: http.StatusForbidden, Code: "final-upload", Detail: "a final upload of a concatenation cannot be patched"}
 	errTusChecksum      = &uploadError{Status: 460, Code: "checksum-mismatch", Detail: "the chunk does not match Upload-Checksum; it was discarded"}
-	errTusInterrupted   = &uploadError{Status: http.StatusBadRequest, Code: "upload-interrupted", Detail: "a newer request for this upload took over; what was received is kept"}
+	errTusInterrupted   = &uploadError{Status: http.StatusServiceUnavailable, Code: "upload-interrupted", Detail: "a newer request for this upload took over; what was received is kept"}
+	errTusShutdown      = &uploadError{Status: http.StatusServiceUnavailable, Code: "server-shutting-down", Detail: "the server is shutting down; what was received is kept, resume once it is back"}
+	errTusMetadataSize  = &uploadError{Status: http.StatusRequestHeaderFieldsTooLarge, Code: "metadata-too-large", Detail: "Upload-Metadata is larger than 64 KiB"}
 	errTusLengthUnknown = &uploadError{Status: http.StatusBadRequest, Code: "invalid-request", Detail: "Upload-Length or Upload-Defer-Length: 1 is required"}
 )
 
@@ -144,10 +154,14 @@ func tusDeclared(md map[string]string) string {
 	return md["type"]
 }
 
-// parseTusSize parses a non-negative size header.
+// parseTusSize parses a size header (Upload-Length, Upload-Offset): ASCII
+// digits only, no sign, no spaces.
 func parseTusSize(v string) (int64, bool) {
+	if v == "" || strings.TrimLeft(v, "0123456789") != "" {
+		return 0, false
+	}
 	n, err := strconv.ParseInt(v, 10, 64)
-	return n, err == nil && n >= 0
+	return n, err == nil
 }
 
 // loadOwned loads upload id for a request: fs.ErrNotExist when there is
@@ -185,6 +199,9 @@ func (h *Handler) expired(info *tusInfo) bool {
 func (h *Handler) serveTusCreate(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	if err := tusPreamble(w, r); err != nil {
 		return h.refuse(w, err)
+	}
+	if len(r.Header.Get("Upload-Metadata")) > maxTusMetadata {
+		return h.refuse(w, errTusMetadataSize)
 	}
 	md, err := parseTusMetadata(r.Header.Get("Upload-Metadata"))
 	if err != nil {
@@ -230,6 +247,10 @@ func (h *Handler) serveTusCreate(w http.ResponseWriter, r *http.Request, next ca
 			return h.refuse(w, err)
 		}
 	}
+	withUpload := r.Header.Get("Content-Type") == tusContentType && r.ContentLength != 0
+	if withUpload && info.Length >= 0 && r.ContentLength > info.Length {
+		return h.refuse(w, errFileTooLarge.with(errPastLength, "the body is longer than Upload-Length").withFile(info.SentName))
+	}
 
 	f, err := h.root.root.OpenFile(tusDataPath(info.ID), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
@@ -244,7 +265,7 @@ func (h *Handler) serveTusCreate(w http.ResponseWriter, r *http.Request, next ca
 	}
 	w.Header().Set("Location", h.tusURL(info.ID))
 
-	if r.Header.Get("Content-Type") == tusContentType && r.ContentLength != 0 {
+	if withUpload {
 		// creation-with-upload: the body is the first chunk.
 		return h.tusWrite(w, r, next, info.ID, 0, http.StatusCreated)
 	}
@@ -407,7 +428,7 @@ func (h *Handler) tusWrite(w http.ResponseWriter, r *http.Request, next caddyhtt
 		}
 	}
 	if info.Length >= 0 && r.ContentLength > info.Length-info.Offset {
-		return h.refuse(w, errFileTooLarge.with(nil, "the chunk goes past Upload-Length").withFile(info.SentName))
+		return h.refuse(w, errFileTooLarge.with(errPastLength, "the chunk goes past Upload-Length").withFile(info.SentName))
 	}
 	checksum, err := parseTusChecksum(r.Header.Get("Upload-Checksum"))
 	if err != nil {
@@ -427,9 +448,20 @@ func (h *Handler) tusWrite(w http.ResponseWriter, r *http.Request, next caddyhtt
 			return h.refuse(w, errUploadCancelled)
 		case errors.Is(cause, errInterrupted):
 			return h.refuse(w, errTusInterrupted)
+		case errors.Is(cause, errShuttingDown):
+			w.Header().Set("Connection", "close")
+			w.Header().Set("Retry-After", "1")
+			return h.refuse(w, errTusShutdown)
+		case errors.Is(err, errPastLength):
+			// The chunk was discarded; a creation's upload is not kept.
+			if status == http.StatusCreated {
+				h.terminate(r, info, stateError, err)
+				w.Header().Del("Location")
+			}
 		case errors.As(err, &ue) && (ue.Code == errFileTooLarge.Code || ue.Code == errInvalidType.Code):
 			// The file can never be accepted: the upload ends here.
 			h.terminate(r, info, stateError, err)
+			w.Header().Del("Location")
 		}
 		return h.refuse(w, err)
 	}
@@ -451,9 +483,13 @@ func (h *Handler) tusWrite(w http.ResponseWriter, r *http.Request, next caddyhtt
 // request that writes now with cause. It returns the request's context and
 // read control, and the function that ends its turn.
 func (h *Handler) becomeWriter(w http.ResponseWriter, r *http.Request, id string, cause error, idle time.Duration) (context.Context, *readControl, func()) {
+	h.watchShutdown(r)
 	ctx, cancel, ctl, release := cancellable(w, r, idle)
 	writer := h.root.acquireWriter(id)
 	writer.takeOver(cause, cancel)
+	if h.root.shuttingDown.Load() {
+		cancel(errShuttingDown) // came in after the stop began
+	}
 	return ctx, ctl, func() {
 		writer.letGo()
 		h.root.releaseWriter(id, writer)
@@ -555,7 +591,7 @@ func (h *Handler) tusAppend(info *tusInfo, body *bodyReader, checksum *tusChecks
 	bufp := tusBuffers.Get().(*[]byte)
 	defer tusBuffers.Put(bufp)
 	buf := *bufp
-	sinceSave := int64(0)
+	sinceSave, checkpointed := int64(0), false
 	var readErr error
 	for readErr == nil {
 		var n int
@@ -594,8 +630,21 @@ func (h *Handler) tusAppend(info *tusInfo, body *bodyReader, checksum *tusChecks
 				_ = sink.close(false)
 				return err
 			}
-			sinceSave = 0
+			sinceSave, checkpointed = 0, true
 		}
+	}
+	if readErr == io.EOF && info.Length >= 0 && info.Offset == info.Length && bodyGoesOn(body) {
+		// A body without Content-Length that is longer than the upload:
+		// the whole chunk is refused, as a declared one would be.
+		*info = saved
+		counter.Store(start)
+		_ = sink.close(false)
+		if checkpointed {
+			if err := h.root.saveTus(info, h.fsync); err != nil {
+				return storeError(err)
+			}
+		}
+		return errFileTooLarge.with(errPastLength, "the chunk goes past Upload-Length; it was discarded").withFile(info.SentName)
 	}
 	if readErr != io.EOF || (checksum != nil && !checksumOK(checksum)) {
 		// A cut body keeps what arrived, unless a checksum must vouch for it.
@@ -605,7 +654,10 @@ func (h *Handler) tusAppend(info *tusInfo, body *bodyReader, checksum *tusChecks
 			if cause == nil {
 				cause = readErr
 			}
-			err = errInvalidRequest.with(cause, "reading the chunk failed: the client went away or stopped sending")
+			err = errTusInterrupted.with(cause, "reading the chunk failed (the client stopped sending or went away); what was received is kept")
+			if _, ok := errors.AsType[*http.MaxBytesError](cause); ok {
+				err = errRequestTooLarge.with(cause, "the chunk is larger than the server accepts in one request")
+			}
 		}
 		if checksum != nil {
 			*info = saved
@@ -634,6 +686,21 @@ func (h *Handler) tusAppend(info *tusInfo, body *bodyReader, checksum *tusChecks
 		return storeError(err)
 	}
 	return nil
+}
+
+// bodyGoesOn reports whether body holds another byte once the upload's
+// length is reached.
+func bodyGoesOn(body *bodyReader) bool {
+	var one [1]byte
+	for {
+		n, err := body.Read(one[:])
+		if n > 0 {
+			return true
+		}
+		if err != nil {
+			return false
+		}
+	}
 }
 
 func checksumOK(c *tusChecksum) bool {
@@ -739,11 +806,17 @@ func (h *Handler) terminate(r *http.Request, info *tusInfo, state string, err er
 }
 
 // serveTusDelete answers DELETE {prefix}/.uploads/{id} for a resumable
-// upload: termination. A request writing to it is stopped first.
+// upload: termination. Only the upload's owner gets that far; a request
+// writing to it is then stopped. An upload terminated already, or unknown,
+// is not found, as for HEAD.
 func (h *Handler) serveTusDelete(w http.ResponseWriter, r *http.Request, id string) error {
 	w.Header().Set("Tus-Resumable", tusVersion)
 	if v := r.Header.Get("Tus-Resumable"); v != "" && v != tusVersion {
+		w.Header().Set("Tus-Version", tusVersion)
 		return h.refuse(w, errTusVersion)
+	}
+	if _, err := h.loadOwned(r, id); err != nil {
+		return h.refuse(w, tusLoadError(err))
 	}
 	_, _, done := h.becomeWriter(w, r, id, errCancelled, 0)
 	defer done()
@@ -765,21 +838,27 @@ func (h *Handler) serveTusConcat(w http.ResponseWriter, r *http.Request, next ca
 	if len(urls) == 0 {
 		return h.refuse(w, errInvalidRequest.with(nil, "Upload-Concat: final needs the URLs of the partial uploads"))
 	}
-	info.Final, info.Parts, info.Length = true, urls, 0
-	parts := make([]*tusInfo, len(urls))
+	info.Final, info.Parts = true, urls
+	ids := make([]string, len(urls))
 	for i, u := range urls {
-		id := ""
 		if pu, err := url.Parse(u); err == nil {
-			id = path.Base(pu.Path)
+			ids[i] = path.Base(pu.Path)
 		}
-		p, err := h.loadOwned(r, id)
-		if err != nil {
-			return h.refuse(w, errInvalidRequest.with(err, "partial upload %q is not found", u))
-		}
-		if !p.Partial || p.Length < 0 || p.Offset != p.Length {
-			return h.refuse(w, errInvalidRequest.with(nil, "upload %q is not a finished partial upload", u))
-		}
-		parts[i] = p
+	}
+	// Checked once before waiting for the partial uploads (an unfinished
+	// one may have a PATCH in flight), and again while they are held: a
+	// partial upload that another final upload used or a DELETE
+	// terminated meanwhile is refused the same way.
+	if _, err := h.loadParts(r, urls, ids); err != nil {
+		return h.refuse(w, err)
+	}
+	defer h.holdUploads(ids)()
+	parts, err := h.loadParts(r, urls, ids)
+	if err != nil {
+		return h.refuse(w, err)
+	}
+	info.Length = 0
+	for _, p := range parts {
 		info.Length += p.Length
 	}
 	info.Offset = info.Length
@@ -826,6 +905,42 @@ func (h *Handler) serveTusConcat(w http.ResponseWriter, r *http.Request, next ca
 	return nil
 }
 
+// loadParts loads the partial uploads of a final one: each must be a
+// finished partial upload of the requester.
+func (h *Handler) loadParts(r *http.Request, urls, ids []string) ([]*tusInfo, error) {
+	parts := make([]*tusInfo, len(ids))
+	for i, id := range ids {
+		p, err := h.loadOwned(r, id)
+		if err != nil {
+			return nil, errInvalidRequest.with(err, "partial upload %q is not found", urls[i])
+		}
+		if !p.Partial || p.Length < 0 || p.Offset != p.Length {
+			return nil, errInvalidRequest.with(nil, "upload %q is not a finished partial upload", urls[i])
+		}
+		parts[i] = p
+	}
+	return parts, nil
+}
+
+// holdUploads makes the request the writer of the uploads ids, in a fixed
+// order so that two requests holding some of the same never wait for each
+// other, without stopping the requests that use them now (it waits for
+// them). It returns the function that lets them go.
+func (h *Handler) holdUploads(ids []string) func() {
+	ids = slices.Compact(slices.Sorted(slices.Values(ids)))
+	writers := make([]*tusWriter, len(ids))
+	for i, id := range ids {
+		writers[i] = h.root.acquireWriter(id)
+		writers[i].hold()
+	}
+	return func() {
+		for i, w := range writers {
+			w.letGo()
+			h.root.releaseWriter(ids[i], w)
+		}
+	}
+}
+
 // concatParts writes the partial uploads' data into f, hashing and checking
 // the type on the way, and closes f.
 func (h *Handler) concatParts(f *os.File, info *tusInfo, parts []*tusInfo) error {
@@ -837,6 +952,9 @@ func (h *Handler) concatParts(f *os.File, info *tusInfo, parts []*tusInfo) error
 		pf, err := h.root.root.Open(tusDataPath(p.ID))
 		if err != nil {
 			_ = sink.close(false)
+			if errors.Is(err, fs.ErrNotExist) {
+				return errInvalidRequest.with(err, "the data of partial upload %s is not found", p.ID)
+			}
 			return storeError(err)
 		}
 		for {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -187,6 +188,9 @@ func TestTusErrors(t *testing.T) {
 		{"bad concat", "POST", tusEndpoint, nil, []string{"Upload-Length", "50", "Upload-Concat", "whole"}, 400, "invalid-request"},
 		{"PATCH wrong type", "PATCH", loc, []byte("x"), []string{"Upload-Offset", "0", "Content-Type", "application/octet-stream"}, 415, "invalid-content-type"},
 		{"PATCH no offset", "PATCH", loc, []byte("x"), nil, 400, "invalid-request"},
+		{"length with a sign", "POST", tusEndpoint, nil, []string{"Upload-Length", "+50", "Upload-Metadata", "filename " + b64("b.bin")}, 400, "invalid-request"},
+		{"length with spaces", "POST", tusEndpoint, nil, []string{"Upload-Length", "5 0", "Upload-Metadata", "filename " + b64("b.bin")}, 400, "invalid-request"},
+		{"PATCH offset with a sign", "PATCH", loc, []byte("x"), []string{"Upload-Offset", "+0"}, 400, "invalid-request"},
 		{"PATCH past length", "PATCH", loc, make([]byte, 101), []string{"Upload-Offset", "0"}, 413, "file-too-large"},
 		{"PATCH bad checksum algorithm", "PATCH", loc, []byte("x"), []string{"Upload-Offset", "0", "Upload-Checksum", "crc32 AAAAAA=="}, 400, "invalid-request"},
 		{"PATCH bad checksum digest", "PATCH", loc, []byte("x"), []string{"Upload-Offset", "0", "Upload-Checksum", "sha1 nope"}, 400, "invalid-request"},
@@ -261,6 +265,104 @@ func TestTusCreationWithUploadAndDeferLength(t *testing.T) {
 	}
 }
 
+// chunked hides a body's length, so that the client sends it chunked.
+type chunked struct{ io.Reader }
+
+// tusChunked sends a tus request whose body has no Content-Length.
+func tusChunked(t *testing.T, method, target string, body []byte, headers ...string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, siteURL+target, chunked{bytes.NewReader(body)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Tus-Resumable", "1.0.0")
+	req.Header.Set("Content-Type", tusContentType)
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	return do(t, req)
+}
+
+// TestTusChunkPastLength sends bodies longer than what the upload has left:
+// each is refused with 413 and changes nothing, whether its length is
+// declared or not; a creation refused so leaves no upload and no Location.
+func TestTusChunkPastLength(t *testing.T) {
+	root := startSite(t, "reflex_upload {\nroot ROOT\n}")
+	data := randomBytes(t, 100)
+	loc := tusCreate(t, len(data), "p.bin")
+	id := strings.TrimPrefix(loc, tusEndpoint+"/")
+	res, body := tusPatch(t, loc, 0, data[:40])
+	assertOffset(t, res, body, http.StatusNoContent, 40)
+
+	res, body = tusChunked(t, http.MethodPatch, loc, append(slices.Clone(data[40:]), "excess"...), "Upload-Offset", "40")
+	assertError(t, res, body, http.StatusRequestEntityTooLarge, "file-too-large", "p.bin")
+	res, body = tus(t, http.MethodHead, loc, nil)
+	assertOffset(t, res, body, http.StatusOK, 40)
+	assertStored(t, root, ".uploads/tus/"+id, ".uploads/tus/"+id+".json")
+	res, body = tusChunked(t, http.MethodPatch, loc, data[40:], "Upload-Offset", "40")
+	assertOffset(t, res, body, http.StatusNoContent, 100)
+	if got, err := os.ReadFile(filepath.Join(root, "p.bin")); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("p.bin differs from what was sent (err %v)", err)
+	}
+
+	for _, send := range []func(*testing.T, string, string, []byte, ...string) (*http.Response, []byte){tus, tusChunked} {
+		res, body = send(t, http.MethodPost, tusEndpoint, data, "Upload-Length", "10",
+			"Upload-Metadata", "filename "+b64("c.bin"), "Content-Type", tusContentType)
+		assertError(t, res, body, http.StatusRequestEntityTooLarge, "file-too-large", "c.bin")
+		if l := res.Header.Get("Location"); l != "" {
+			t.Errorf("a refused creation answers Location %q", l)
+		}
+	}
+	assertStored(t, root, ".uploads/tus/"+id+".json", "p.bin")
+}
+
+// TestTusMetadataSize: the state keeps Upload-Metadata once, as sent, and
+// a header over the bound is refused.
+func TestTusMetadataSize(t *testing.T) {
+	// Caddy reads 16 KiB of request headers by default: allow more, so that
+	// the module's own bound is what answers.
+	root := t.TempDir()
+	newTester(t).InitServer(fmt.Sprintf(`{
+	skip_install_trust
+	admin localhost:2999
+	http_port 9080
+	https_port 9443
+	auto_https off
+	servers {
+		max_header_size 4MiB
+	}
+}
+http://localhost:9080 {
+	reflex_upload {
+		root %s
+	}
+}
+`, root), "caddyfile")
+	client.CloseIdleConnections()
+	bin := string(randomBytes(t, 40<<10)) // binary values escape badly in JSON
+	md := "filename " + b64("m.bin") + ",blob " + b64(bin) + ",more " + b64(bin[:5000])
+	loc := tusCreate(t, 10, "m.bin", "Upload-Metadata", md)
+	id := strings.TrimPrefix(loc, tusEndpoint+"/")
+	fi, err := os.Stat(filepath.Join(root, ".uploads/tus", id+".json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Size() > int64(len(md))+2048 {
+		t.Errorf("the state of an upload with %d bytes of metadata has %d bytes", len(md), fi.Size())
+	}
+	res, body := tus(t, http.MethodHead, loc, nil)
+	if res.StatusCode != http.StatusOK || res.Header.Get("Upload-Metadata") != md {
+		t.Fatalf("HEAD: %d %s; the metadata differs from what was sent", res.StatusCode, body)
+	}
+	res, body = tusPatch(t, loc, 0, []byte("0123456789"))
+	assertOffset(t, res, body, http.StatusNoContent, 10)
+
+	big := "filename " + b64("big.bin") + ",blob " + b64(strings.Repeat("x", 1<<20))
+	res, body = tus(t, http.MethodPost, tusEndpoint, nil, "Upload-Length", "10", "Upload-Metadata", big)
+	assertError(t, res, body, http.StatusRequestHeaderFieldsTooLarge, "metadata-too-large", "")
+	assertStored(t, root, ".uploads/tus/"+id+".json", "m.bin")
+}
+
 func TestTusChecksum(t *testing.T) {
 	root := startSite(t, "reflex_upload {\nroot ROOT\n}")
 	data := randomBytes(t, 3000)
@@ -304,6 +406,28 @@ func TestTusTermination(t *testing.T) {
 	if p := progressOf(t, id); p.State != stateCancelled {
 		t.Fatalf("progress after termination: %+v", p)
 	}
+	// Terminated is gone, as HEAD says: 404, with or without Tus-Resumable
+	// (tus-js-client's terminate retries a 409, then fails).
+	res, body = tus(t, http.MethodDelete, loc, nil)
+	assertError(t, res, body, http.StatusNotFound, "upload-not-found", "")
+	res, body = tus(t, http.MethodDelete, loc, nil, "Tus-Resumable", "")
+	assertError(t, res, body, http.StatusNotFound, "upload-not-found", "")
+
+	// DELETE is also the cancel of any upload by its id, which clients that
+	// do not speak tus send without Tus-Resumable: it terminates a tus
+	// upload too. Another version of the protocol is refused.
+	loc = tusCreate(t, 100, "u.bin")
+	res, body = tus(t, http.MethodDelete, loc, nil, "Tus-Resumable", "0.2.2")
+	assertError(t, res, body, http.StatusPreconditionFailed, "unsupported-version", "")
+	res, body = tus(t, http.MethodDelete, loc, nil, "Tus-Resumable", "")
+	if res.StatusCode != http.StatusNoContent {
+		t.Fatalf("DELETE without Tus-Resumable: %d %s", res.StatusCode, body)
+	}
+	assertStored(t, root)
+
+	// A completed upload is not terminated: its file is stored already.
+	loc = tusCreate(t, 3, "c.bin")
+	tusPatch(t, loc, 0, []byte("abc"))
 	res, body = tus(t, http.MethodDelete, loc, nil)
 	assertError(t, res, body, http.StatusConflict, "upload-finished", "")
 }
@@ -504,7 +628,10 @@ func TestTusOneWriter(t *testing.T) {
 	res, body := tus(t, http.MethodHead, loc, nil)
 	assertOffset(t, res, body, http.StatusOK, 120_000)
 	res, body = up.response(t)
-	assertError(t, res, body, http.StatusBadRequest, "upload-interrupted", "")
+	assertError(t, res, body, http.StatusServiceUnavailable, "upload-interrupted", "")
+	if res.Header.Get("Tus-Resumable") != "1.0.0" {
+		t.Errorf("no Tus-Resumable on the interrupted PATCH's answer")
+	}
 
 	up = startRawPatch(t, loc, 120_000, len(data)-120_000, data[120_000:200_000])
 	waitProgress(t, id, func(p progressBody) bool { return p.Received >= 200_000 })
@@ -512,7 +639,7 @@ func TestTusOneWriter(t *testing.T) {
 	// stalled one stops at once and saves its bytes, so the offsets meet.
 	res, body = tusPatch(t, loc, 200_000, data[200_000:])
 	assertOffset(t, res, body, http.StatusNoContent, len(data))
-	if res, body := up.response(t); res.StatusCode != http.StatusBadRequest {
+	if res, body := up.response(t); res.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("stalled PATCH: %d %s", res.StatusCode, body)
 	}
 	if got, err := os.ReadFile(filepath.Join(root, "w.bin")); err != nil || !bytes.Equal(got, data) {
@@ -530,4 +657,27 @@ func startRawPatch(t *testing.T, loc string, offset, length int, first []byte) *
 		t.Fatal(err)
 	}
 	return up
+}
+
+// TestTusIdleTimeoutRetryable stalls a PATCH past idle_timeout: the server
+// cuts it with a status that stock clients retry (tus-js-client gives up on
+// a 4xx other than 409 and 423), and keeps every byte it received.
+func TestTusIdleTimeoutRetryable(t *testing.T) {
+	root := startSite(t, "reflex_upload {\nroot ROOT\nidle_timeout 1s\n}")
+	data := randomBytes(t, 50_000)
+	loc := tusCreate(t, len(data), "idle.bin")
+	id := strings.TrimPrefix(loc, tusEndpoint+"/")
+	up := startRawPatch(t, loc, 0, len(data), data[:10_000])
+	res, body := up.response(t) // the client sends nothing more
+	assertError(t, res, body, http.StatusServiceUnavailable, "upload-interrupted", "")
+	res, body = tus(t, http.MethodHead, loc, nil)
+	assertOffset(t, res, body, http.StatusOK, 10_000)
+	if got, err := os.ReadFile(filepath.Join(root, ".uploads/tus", id)); err != nil || !bytes.Equal(got, data[:10_000]) {
+		t.Fatalf("the bytes received are not kept (err %v)", err)
+	}
+	res, body = tusPatch(t, loc, 10_000, data[10_000:])
+	assertOffset(t, res, body, http.StatusNoContent, len(data))
+	if got, err := os.ReadFile(filepath.Join(root, "idle.bin")); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("idle.bin differs (err %v)", err)
+	}
 }

@@ -81,10 +81,7 @@ func (h *Handler) servePrivate(w http.ResponseWriter, r *http.Request, next cadd
 		case http.MethodPatch:
 			return h.serveTusPatch(w, r, next, id)
 		case http.MethodDelete:
-			if validTusID(id) && h.root.hasTus(id) {
-				return h.serveTusDelete(w, r, id)
-			}
-			return h.serveCancel(w, r, id)
+			return h.serveDelete(w, r, id)
 		}
 	}
 	return caddyhttp.Error(http.StatusNotFound, errors.New("no such upload"))

@@ -10,6 +10,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -36,8 +37,10 @@ type uploadRoot struct {
 	root     *os.Root
 	progress *registry // the uploads in flight and recently finished
 
-	tusMu   sync.Mutex
-	writers map[string]*tusWriter // resumable uploads with a request using them
+	tusMu        sync.Mutex
+	writers      map[string]*tusWriter // resumable uploads with a request using them
+	shuttingDown atomic.Bool           // the process exits: no tus request may write (stopWriters)
+	servers      sync.Map              // *http.Server values that stop the tus writers on exit (watchShutdown)
 }
 
 // Destruct closes the root when the last handler using it is cleaned up.

@@ -28,12 +28,12 @@ var tusDir = path.Join(reservedDir, "tus")
 // disk, so its Offset never counts a byte that a crash could lose.
 type tusInfo struct {
 	ID          string            `json:"id"`
-	OwnerHash   string            `json:"owner_hash,omitempty"` // sha256 of the owner value, hex
-	Length      int64             `json:"length"`               // -1 while deferred
-	Offset      int64             `json:"offset"`               // bytes durably received
-	MetadataRaw string            `json:"metadata_raw,omitempty"`
-	Metadata    map[string]string `json:"metadata,omitempty"`
-	Name        string            `json:"name,omitempty"` // sanitised target path
+	OwnerHash   string            `json:"owner_hash,omitempty"`   // sha256 of the owner value, hex
+	Length      int64             `json:"length"`                 // -1 while deferred
+	Offset      int64             `json:"offset"`                 // bytes durably received
+	MetadataRaw string            `json:"metadata_raw,omitempty"` // Upload-Metadata as sent, kept once
+	Metadata    map[string]string `json:"-"`                      // MetadataRaw decoded`
+	Name        string            `json:"name,omitempty"`         // sanitised target path
 	SentName    string            `json:"sent_name,omitempty"`
 	Declared    string            `json:"declared,omitempty"` // the declared type (filetype)
 	Partial     bool              `json:"partial,omitempty"`
@@ -68,6 +68,9 @@ func (u *uploadRoot) loadTus(id string) (*tusInfo, error) {
 	}
 	var info tusInfo
 	if err := json.Unmarshal(b, &info); err != nil {
+		return nil, fmt.Errorf("upload state %s: %w", id, err)
+	}
+	if info.Metadata, err = parseTusMetadata(info.MetadataRaw); err != nil {
 		return nil, fmt.Errorf("upload state %s: %w", id, err)
 	}
 	return &info, nil
@@ -140,7 +143,8 @@ func saveHash(info *tusInfo, h hash.Hash) error {
 // tusWriter is the one writer of a resumable upload. A request that wants to
 // write (PATCH, DELETE) takes it over: the request holding it is stopped
 // with errInterrupted (its body read ends at once), keeps what it received,
-// and hands over.
+// and hands over. A final upload reading its partial ones holds them
+// instead: it cannot be stopped, and the next request waits for it.
 type tusWriter struct {
 	mu   sync.Mutex // held by the request that writes
 	cmu  sync.Mutex // guards stop
@@ -189,6 +193,28 @@ func (w *tusWriter) takeOver(cause error, cancel context.CancelCauseFunc) {
 	w.cmu.Lock()
 	w.stop = cancel
 	w.cmu.Unlock()
+}
+
+// hold makes the caller the writer once the request writing now has let go,
+// without stopping it; nobody can stop the caller, only wait for it.
+func (w *tusWriter) hold() {
+	w.mu.Lock()
+}
+
+// stopWriters stops, with cause, every request writing to an upload now
+// and every one that becomes a writer from now on (becomeWriter looks at
+// shuttingDown): the process is exiting.
+func (u *uploadRoot) stopWriters(cause error) {
+	u.shuttingDown.Store(true)
+	u.tusMu.Lock()
+	defer u.tusMu.Unlock()
+	for _, w := range u.writers {
+		w.cmu.Lock()
+		if w.stop != nil {
+			w.stop(cause)
+		}
+		w.cmu.Unlock()
+	}
 }
 
 // letGo ends the caller's turn as the writer.
