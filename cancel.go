@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 )
 
 // Errors of progress and cancel requests.
@@ -140,4 +141,49 @@ func (h *Handler) watchShutdown(r *http.Request) {
 			root.stopWriters(errShuttingDown)
 		}
 	})
+}
+
+// errServerShutdown answers a standard upload cut when the process exits.
+var errServerShutdown = &uploadError{Status: http.StatusServiceUnavailable, Code: "server-shutting-down", Detail: "the server is shutting down; the upload was not kept, send it again"}
+
+// maxCutWait bounds how long an exiting process waits for the standard
+// uploads it cut to remove their temp files.
+const maxCutWait = 5 * time.Second
+
+// cutStandardUploads runs when the process exits, after Caddy's grace
+// period: the standard uploads still in flight (which cannot resume) are
+// stopped, and the exit waits until they have removed their temp files, so
+// that they leave nothing behind. On a config reload it does nothing: the
+// old config's uploads go on.
+func (h *Handler) cutStandardUploads() {
+	if !caddy.Exiting() || h.root == nil {
+		return
+	}
+	g := h.root.progress
+	deadline := time.After(maxCutWait)
+	for first := true; ; first = false {
+		var busy []*progressEntry
+		g.mu.Lock()
+		for _, e := range g.entries {
+			if e.kind == kindMultipart && e.snapshotState() == stateUploading {
+				busy = append(busy, e)
+			}
+		}
+		changed := g.changed
+		g.mu.Unlock()
+		if len(busy) == 0 {
+			return
+		}
+		if first {
+			h.logger.Info("cutting standard uploads at exit", zap.Int("count", len(busy)))
+			for _, e := range busy {
+				e.cancel(errShuttingDown)
+			}
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			return
+		}
+	}
 }

@@ -174,6 +174,8 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddy
 	err = u.run(r)
 	if err != nil && errors.Is(context.Cause(ctx), errCancelled) {
 		err = errUploadCancelled
+	} else if err != nil && errors.Is(context.Cause(ctx), errShuttingDown) {
+		err = errServerShutdown
 	}
 	if err != nil {
 		u.discard() // before the progress says how it ended

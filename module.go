@@ -286,8 +286,10 @@ func (h *Handler) Validate() error {
 	return nil
 }
 
-// Cleanup releases the upload root.
+// Cleanup releases the upload root. When the process exits, it first cuts
+// the standard uploads that outlived the grace period.
 func (h *Handler) Cleanup() error {
+	h.cutStandardUploads()
 	if h.root != nil {
 		return h.root.release()
 	}

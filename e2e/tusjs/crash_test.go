@@ -7,12 +7,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
 	"path"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -112,4 +114,156 @@ func send(t *testing.T, req *http.Request) *http.Response {
 	io.Copy(io.Discard, res.Body)
 	res.Body.Close()
 	return res
+}
+
+// TestTusJSShutdownDuringPatch stops Caddy (SIGTERM, default grace period,
+// which is eternal) while tus-js-client sends a whole file in one PATCH:
+// Caddy stops that PATCH at once, saves the upload at the exact offset it
+// received, answers a status the client retries, and exits; started again,
+// it lets the client resume from that offset to a byte-identical file.
+func TestTusJSShutdownDuringPatch(t *testing.T) {
+	h := setup(t)
+	const size = 48 * mib
+	src, sum := randomFile(t, size, 7)
+	data, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := make(chan string, 1)
+	watch := func(line string) {
+		if strings.HasPrefix(line, "http POST ") {
+			if _, loc, ok := strings.Cut(line, " location="); ok {
+				select {
+				case created <- path.Base(loc):
+				default:
+				}
+			}
+		}
+	}
+	// 4 MiB/s through the script's proxy: the one PATCH lasts about 12 s.
+	run := h.startUpload(t, watch, "--file", src, "--filename", "term.bin", "--proxy-rate", strconv.Itoa(4*mib),
+		"--retry-delays", "0,250,500,1000,1000,1000,2000,2000,2000,2000,2000,2000")
+	var id string
+	select {
+	case id = <-created:
+	case <-h.ctx.Done():
+		t.Fatalf("no upload created in time")
+	}
+	dataPath := filepath.Join(h.dir, ".uploads", "tus", id)
+	for {
+		if fi, err := os.Stat(dataPath); err == nil && fi.Size() >= 6*mib {
+			break
+		}
+		select {
+		case <-run.done:
+			t.Fatalf("the upload ended before Caddy was stopped")
+		case <-h.ctx.Done():
+			t.Fatalf("the server never received 6 MiB")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+
+	stopping := time.Now()
+	h.caddy.stop(t)
+	took := time.Since(stopping)
+	t.Logf("Caddy exited %v after SIGTERM", took.Round(time.Millisecond))
+	// The issue asks for an exit within a second; 3 s leaves room for a
+	// loaded machine and a race-enabled build.
+	if took > 3*time.Second {
+		t.Errorf("Caddy took %v to exit after SIGTERM, want about a second at most", took)
+	}
+
+	var state struct {
+		Offset int64 `json:"offset"`
+	}
+	b, err := os.ReadFile(filepath.Join(h.dir, ".uploads", "tus", id+".json"))
+	if err != nil || json.Unmarshal(b, &state) != nil {
+		t.Fatalf("the upload's state after the stop: %v %s", err, b)
+	}
+	onDisk, err := os.ReadFile(dataPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every byte received is counted: the saved offset is the data's length,
+	// not the last 16 MiB checkpoint (there was none yet).
+	if state.Offset < 6*mib || state.Offset != int64(len(onDisk)) || !bytes.Equal(onDisk, data[:len(onDisk)]) {
+		t.Fatalf("saved offset %d, %d bytes on disk (matching the source: %v); want the offset to count all of them, at least 6 MiB",
+			state.Offset, len(onDisk), bytes.Equal(onDisk, data[:len(onDisk)]))
+	}
+	t.Logf("stopped at offset %d (%.1f MiB)", state.Offset, float64(state.Offset)/mib)
+	select {
+	case <-run.done:
+		t.Fatalf("the upload ended while Caddy was down")
+	case <-time.After(300 * time.Millisecond):
+	}
+
+	h.caddy.start(t)
+	<-run.done
+	res := run.result(t)
+	h.assertComplete(t, res, run, "term.bin", size, sum)
+	h.assertResumed(t, run, res)
+	patches := run.lines("http PATCH ")
+	if len(patches) < 2 || !strings.Contains(patches[0], " status=503") {
+		t.Errorf("PATCH answers %q; want the first one 503 (retried), then the resumed one", patches)
+	}
+	resumed := false
+	for _, l := range run.lines("http HEAD ") {
+		if strings.Contains(l, " status=200") && strings.Contains(l, " upload-offset="+strconv.FormatInt(state.Offset, 10)) {
+			resumed = true
+		}
+	}
+	if !resumed {
+		t.Errorf("no HEAD answered the saved offset %d: %q", state.Offset, run.lines("http HEAD "))
+	}
+}
+
+// TestShutdownMultipartAfterGrace stops Caddy (SIGTERM, grace_period 1s)
+// while a standard upload is in flight and stalled: a standard upload cannot
+// resume, so it is left to the grace period; when that ends it is cut, and
+// it leaves nothing behind, no stored file and no temp file.
+func TestShutdownMultipartAfterGrace(t *testing.T) {
+	h := startCaddy(t, siteConfig{global: []string{"grace_period 1s"}})
+	conn, err := net.Dial("tcp", h.caddy.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	const boundary = "b0undary"
+	head := "--" + boundary + "\r\nContent-Disposition: form-data; name=\"files\"; filename=\"std.bin\"\r\n" +
+		"Content-Type: application/octet-stream\r\n\r\n"
+	fmt.Fprintf(conn, "POST /_upload HTTP/1.1\r\nHost: %s\r\nX-Progress-ID: std-1\r\nContent-Type: multipart/form-data; boundary=%s\r\n"+
+		"Content-Length: %d\r\n\r\n%s", h.caddy.addr, boundary, len(head)+10*mib, head)
+	if _, err := conn.Write(bytes.Repeat([]byte("s"), 2*mib)); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		req, _ := http.NewRequestWithContext(h.ctx, http.MethodGet, "http://"+h.caddy.addr+"/_upload/.uploads/std-1", nil)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var p struct {
+			Received int64 `json:"received"`
+		}
+		json.NewDecoder(res.Body).Decode(&p)
+		res.Body.Close()
+		if p.Received >= 2*mib {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stopping := time.Now()
+	h.caddy.stop(t)
+	t.Logf("Caddy exited %v after SIGTERM (grace period 1s)", time.Since(stopping).Round(time.Millisecond))
+	var left []string
+	filepath.WalkDir(h.dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			rel, _ := filepath.Rel(h.dir, p)
+			left = append(left, rel)
+		}
+		return nil
+	})
+	if len(left) != 0 {
+		t.Fatalf("the cut standard upload left %q", left)
+	}
 }

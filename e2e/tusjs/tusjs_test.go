@@ -142,6 +142,33 @@ func TestTusJSRestart(t *testing.T) {
 	h.assertResumed(t, run, res)
 }
 
+// TestTusJSStalledUplink stalls the client's outgoing bytes in the middle of
+// a one-PATCH upload while its connection stays open, past the server's
+// idle_timeout: the server cuts the PATCH with a status the client retries,
+// keeps what it received, and the client resumes on its own.
+func TestTusJSStalledUplink(t *testing.T) {
+	h := setup(t, siteConfig{upload: []string{"idle_timeout 1s"}})
+	src, sum := randomFile(t, 12*mib, 6)
+	res, run := h.upload(t, nil, "--file", src, "--filename", "stall.bin", "--proxy-stall-after", strconv.Itoa(5*mib))
+	h.assertComplete(t, res, run, "stall.bin", 12*mib, sum)
+	if n := run.count("proxy stall "); n != 1 {
+		t.Errorf("the proxy stalled %d connections, want 1", n)
+	}
+	cut := 0
+	for _, l := range run.lines("http PATCH ") {
+		if strings.Contains(l, " status=503") {
+			cut++
+		}
+	}
+	if cut != 1 {
+		t.Errorf("%d PATCH requests answered 503, want 1 (the stalled one)", cut)
+	}
+	if res.Retries < 1 {
+		t.Errorf("the client retried %d times, want at least 1", res.Retries)
+	}
+	h.assertResumed(t, run, res)
+}
+
 // harness is one test's Caddy and upload folder.
 type harness struct {
 	ctx      context.Context
@@ -151,8 +178,14 @@ type harness struct {
 	tusjsDir string
 }
 
+// siteConfig is what a test adds to the Caddyfile: global options and
+// reflex_upload options, one a line.
+type siteConfig struct {
+	global, upload []string
+}
+
 // setup checks for node, installs the client, builds and starts Caddy.
-func setup(t *testing.T) *harness {
+func setup(t *testing.T, cfg ...siteConfig) *harness {
 	t.Helper()
 	requireNode(t)
 	tusjsDir, err := filepath.Abs(".")
@@ -163,13 +196,13 @@ func setup(t *testing.T) *harness {
 	if npmErr != nil {
 		t.Fatalf("installing tus-js-client: %v", npmErr)
 	}
-	h := startCaddy(t)
+	h := startCaddy(t, cfg...)
 	h.tusjsDir = tusjsDir
 	return h
 }
 
 // startCaddy builds Caddy and starts it on a fresh upload folder.
-func startCaddy(t *testing.T) *harness {
+func startCaddy(t *testing.T, cfg ...siteConfig) *harness {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	t.Cleanup(cancel)
@@ -184,17 +217,26 @@ func startCaddy(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	addr := caddyrun.FreeAddr(t)
+	var global, upload string
+	for _, c := range cfg {
+		for _, l := range c.global {
+			global += "\t" + l + "\n"
+		}
+		for _, l := range c.upload {
+			upload += "\t\t" + l + "\n"
+		}
+	}
 	config := fmt.Sprintf(`{
 	admin off
 	auto_https off
 	persist_config off
-}
+%s}
 http://%s {
 	reflex_upload {
 		root %s
-	}
+%s	}
 }
-`, addr, dir)
+`, global, addr, dir, upload)
 	configPath := filepath.Join(base, "Caddyfile")
 	if err := os.WriteFile(configPath, []byte(config), 0o644); err != nil {
 		t.Fatal(err)

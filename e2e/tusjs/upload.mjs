@@ -14,6 +14,7 @@
 //	retry attempt=N status=N error=...
 //	proxy listening=127.0.0.1:P target=host:port
 //	proxy cut conn=N after=N         the proxy destroyed a connection
+//	proxy stall conn=N after=N       the proxy stopped forwarding a connection's request bytes
 //	proxy cuts=N
 //
 // Usage:
@@ -21,13 +22,17 @@
 //	node upload.mjs --endpoint URL --file PATH [--chunk-size BYTES] [--parallel N]
 //	  [--filename NAME] [--filetype TYPE] [--header K=V ...]
 //	  [--retry-delays 0,200,500,1000,2000] [--source stream|buffer]
-//	  [--proxy-cut-after BYTES] [--proxy-rate BYTES_PER_SECOND]
+//	  [--proxy-cut-after BYTES] [--proxy-stall-after BYTES] [--proxy-rate BYTES_PER_SECOND]
 //
 // --proxy-cut-after BYTES puts a TCP proxy (127.0.0.1, random port) in front of
 // the endpoint's host:port. It forwards both ways, but destroys the first
 // client connection that has carried more than BYTES of request bytes, once;
 // the client then resumes through the proxy via its retryDelays (HEAD, then
-// PATCH from the server's offset). --proxy-rate also starts the proxy and
+// PATCH from the server's offset). --proxy-stall-after BYTES does the same,
+// once, but instead of cutting it stops forwarding that connection's request
+// bytes and keeps it open both ways (an uplink that stalls while the
+// connection survives): the server's answer still reaches the client.
+// --proxy-rate also starts the proxy and
 // limits the request bytes it forwards, all connections together, to that many
 // bytes a second (tus-js-client itself cannot throttle), so that a test has time
 // to act while an upload is in flight.
@@ -101,6 +106,7 @@ function parseArgs(argv) {
         opts.source = v;
         break;
       case '--proxy-cut-after': opts.cutAfter = int(v, name, 0); break;
+      case '--proxy-stall-after': opts.stallAfter = int(v, name, 0); break;
       case '--proxy-rate': opts.rate = int(v, name, 1); break;
       default: throw new Error(`unknown argument ${JSON.stringify(name)}`);
     }
@@ -130,15 +136,17 @@ class TokenBucket {
 
 // startProxy listens on 127.0.0.1:0 and forwards each connection to
 // targetHost:targetPort.
-function startProxy(targetHost, targetPort, cutAfter, rate) {
+function startProxy(targetHost, targetPort, cutAfter, stallAfter, rate) {
   const bucket = rate ? new TokenBucket(rate) : null;
   const sockets = new Set();
   let connCount = 0;
   let cutDone = false;
+  let stallDone = false;
   const server = net.createServer((client) => {
     const id = ++connCount;
     let carried = 0;
     let closed = false;
+    let stalled = false;
     const upstream = net.connect({ host: targetHost, port: targetPort });
     sockets.add(client);
     sockets.add(upstream);
@@ -163,6 +171,7 @@ function startProxy(targetHost, targetPort, cutAfter, rate) {
     // the throttle stays smooth.
     let chain = Promise.resolve();
     client.on('data', (data) => {
+      if (stalled) return; // swallowed: the uplink stalls for good
       client.pause();
       chain = chain.then(async () => {
         for (let off = 0; off < data.length && !closed;) {
@@ -178,6 +187,18 @@ function startProxy(targetHost, targetPort, cutAfter, rate) {
             client.resetAndDestroy();
             upstream.resetAndDestroy();
             close();
+            return;
+          }
+          if (stallAfter !== undefined && !stallDone && carried + piece.length > stallAfter) {
+            piece = piece.subarray(0, stallAfter - carried);
+            if (piece.length > 0) upstream.write(piece);
+            carried += piece.length;
+            stallDone = true;
+            stalled = true;
+            log(`proxy stall conn=${id} after=${carried}`);
+            // Read on (and drop) what the client sends, so that it is not
+            // blocked by backpressure and reads the server's answer.
+            client.resume();
             return;
           }
           if (bucket) await bucket.take(piece.length);
@@ -231,11 +252,11 @@ async function main() {
 
   let endpoint = opts.endpoint;
   let realURL = (u) => u;
-  if (opts.cutAfter !== undefined || opts.rate !== undefined) {
+  if (opts.cutAfter !== undefined || opts.stallAfter !== undefined || opts.rate !== undefined) {
     const u = new URL(endpoint);
     const port = u.port ? Number(u.port) : (u.protocol === 'https:' ? 443 : 80);
     const host = u.hostname.replace(/^\[|\]$/g, '');
-    proxy = await startProxy(host, port, opts.cutAfter, opts.rate);
+    proxy = await startProxy(host, port, opts.cutAfter, opts.stallAfter, opts.rate);
     const real = u.host;
     u.hostname = '127.0.0.1';
     u.port = String(proxy.port);
