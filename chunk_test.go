@@ -296,6 +296,8 @@ func TestTusChunkPastLength(t *testing.T) {
 
 	res, body = tusChunked(t, http.MethodPatch, loc, append(slices.Clone(data[40:]), "excess"...), "Upload-Offset", "40")
 	assertError(t, res, body, http.StatusRequestEntityTooLarge, "file-too-large", "p.bin")
+	assertJSON(t, "chunked PATCH past the length", body, `{"code": "file-too-large",
+		"detail": "the chunk goes past Upload-Length; it was discarded", "file": "p.bin"}`, nil)
 	res, body = tus(t, http.MethodHead, loc, nil)
 	assertOffset(t, res, body, http.StatusOK, 40)
 	assertStored(t, root, ".uploads/tus/"+id, ".uploads/tus/"+id+".json")
@@ -305,10 +307,17 @@ func TestTusChunkPastLength(t *testing.T) {
 		t.Fatalf("p.bin differs from what was sent (err %v)", err)
 	}
 
-	for _, send := range []func(*testing.T, string, string, []byte, ...string) (*http.Response, []byte){tus, tusChunked} {
-		res, body = send(t, http.MethodPost, tusEndpoint, data, "Upload-Length", "10",
+	for _, tc := range []struct {
+		send   func(*testing.T, string, string, []byte, ...string) (*http.Response, []byte)
+		detail string
+	}{
+		{tus, "the body is longer than Upload-Length"},
+		{tusChunked, "the chunk goes past Upload-Length; it was discarded"},
+	} {
+		res, body = tc.send(t, http.MethodPost, tusEndpoint, data, "Upload-Length", "10",
 			"Upload-Metadata", "filename "+b64("c.bin"), "Content-Type", tusContentType)
 		assertError(t, res, body, http.StatusRequestEntityTooLarge, "file-too-large", "c.bin")
+		assertJSON(t, "creation past the length", body, `{"code": "file-too-large", "detail": "`+tc.detail+`", "file": "c.bin"}`, nil)
 		if l := res.Header.Get("Location"); l != "" {
 			t.Errorf("a refused creation answers Location %q", l)
 		}
@@ -360,6 +369,7 @@ http://localhost:9080 {
 	big := "filename " + b64("big.bin") + ",blob " + b64(strings.Repeat("x", 1<<20))
 	res, body = tus(t, http.MethodPost, tusEndpoint, nil, "Upload-Length", "10", "Upload-Metadata", big)
 	assertError(t, res, body, http.StatusRequestHeaderFieldsTooLarge, "metadata-too-large", "")
+	assertJSON(t, "metadata over the bound", body, `{"code": "metadata-too-large", "detail": "Upload-Metadata is larger than 64 KiB"}`, nil)
 	assertStored(t, root, ".uploads/tus/"+id+".json", "m.bin")
 }
 
@@ -410,8 +420,10 @@ func TestTusTermination(t *testing.T) {
 	// (tus-js-client's terminate retries a 409, then fails).
 	res, body = tus(t, http.MethodDelete, loc, nil)
 	assertError(t, res, body, http.StatusNotFound, "upload-not-found", "")
+	assertJSON(t, "DELETE of a terminated upload", body, `{"code": "upload-not-found", "detail": "no resumable upload has this id"}`, nil)
 	res, body = tus(t, http.MethodDelete, loc, nil, "Tus-Resumable", "")
 	assertError(t, res, body, http.StatusNotFound, "upload-not-found", "")
+	assertJSON(t, "cancel of a terminated upload", body, `{"code": "upload-not-found", "detail": "no upload in flight has this id"}`, nil)
 
 	// DELETE is also the cancel of any upload by its id, which clients that
 	// do not speak tus send without Tus-Resumable: it terminates a tus
@@ -629,6 +641,8 @@ func TestTusOneWriter(t *testing.T) {
 	assertOffset(t, res, body, http.StatusOK, 120_000)
 	res, body = up.response(t)
 	assertError(t, res, body, http.StatusServiceUnavailable, "upload-interrupted", "")
+	assertJSON(t, "interrupted PATCH", body, `{"code": "upload-interrupted",
+		"detail": "a newer request for this upload took over; what was received is kept"}`, nil)
 	if res.Header.Get("Tus-Resumable") != "1.0.0" {
 		t.Errorf("no Tus-Resumable on the interrupted PATCH's answer")
 	}
@@ -670,6 +684,8 @@ func TestTusIdleTimeoutRetryable(t *testing.T) {
 	up := startRawPatch(t, loc, 0, len(data), data[:10_000])
 	res, body := up.response(t) // the client sends nothing more
 	assertError(t, res, body, http.StatusServiceUnavailable, "upload-interrupted", "")
+	assertJSON(t, "stalled PATCH", body, `{"code": "upload-interrupted",
+		"detail": "reading the chunk failed (the client stopped sending or went away); what was received is kept"}`, nil)
 	res, body = tus(t, http.MethodHead, loc, nil)
 	assertOffset(t, res, body, http.StatusOK, 10_000)
 	if got, err := os.ReadFile(filepath.Join(root, ".uploads/tus", id)); err != nil || !bytes.Equal(got, data[:10_000]) {
