@@ -922,10 +922,11 @@ func (h *Handler) loadParts(r *http.Request, urls, ids []string) ([]*tusInfo, er
 	return parts, nil
 }
 
-// holdUploads makes the request the writer of the uploads ids, in a fixed
-// order so that two requests holding some of the same never wait for each
-// other, without stopping the requests that use them now (it waits for
-// them). It returns the function that lets them go.
+// holdUploads makes the request the writer of the uploads ids without
+// stopping the requests that use them now (it waits for them), in sorted
+// order so that two final uploads over some of the same partial uploads
+// cannot wait for each other in a circle. It returns the function that
+// lets them go.
 func (h *Handler) holdUploads(ids []string) func() {
 	ids = slices.Compact(slices.Sorted(slices.Values(ids)))
 	writers := make([]*tusWriter, len(ids))
