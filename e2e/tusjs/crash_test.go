@@ -166,9 +166,10 @@ func TestTusJSShutdownDuringPatch(t *testing.T) {
 	stopping := time.Now()
 	h.caddy.stop(t)
 	took := time.Since(stopping)
-	t.Logf("Caddy exited %v after SIGTERM", took.Round(time.Millisecond))
-	// The issue asks for an exit within a second; 3 s leaves room for a
-	// loaded machine and a race-enabled build.
+	t.Logf("Caddy exited %v after SIGTERM (its own log: %s from the signal to \"shutdown complete\"; "+
+		"a race-enabled build then sleeps 1 s before it exits)", took.Round(time.Millisecond), shutdownTime(h.caddy.log()))
+	// The aim is an exit within a second; 3 s leaves room for a loaded
+	// machine and the race detector's sleep at exit.
 	if took > 3*time.Second {
 		t.Errorf("Caddy took %v to exit after SIGTERM, want about a second at most", took)
 	}
@@ -266,4 +267,29 @@ func TestShutdownMultipartAfterGrace(t *testing.T) {
 	if len(left) != 0 {
 		t.Fatalf("the cut standard upload left %q", left)
 	}
+}
+
+// shutdownTime reads, in Caddy's log, the time from the last stop signal to
+// "shutdown complete".
+func shutdownTime(log string) string {
+	var start, end float64
+	for _, line := range strings.Split(log, "\n") {
+		var entry struct {
+			TS  float64 `json:"ts"`
+			Msg string  `json:"msg"`
+		}
+		if json.Unmarshal([]byte(line), &entry) != nil {
+			continue
+		}
+		switch entry.Msg {
+		case "shutting down apps, then terminating":
+			start, end = entry.TS, 0
+		case "shutdown complete":
+			end = entry.TS
+		}
+	}
+	if start == 0 || end == 0 {
+		return "not found"
+	}
+	return time.Duration((end - start) * float64(time.Second)).Round(time.Millisecond).String()
 }
