@@ -213,7 +213,7 @@ func TestE2EServeUnsafe(t *testing.T) {
 		{"/_upload/evil.html", "text/html; charset=utf-8", "attachment; filename=evil.html", html},
 		{"/_upload/evil.svg", "image/svg+xml", "attachment; filename=evil.svg", svg},
 		{"/_upload/doc.pdf", "application/pdf", "", pdf},
-		{"/_upload/noext", "", "attachment; filename=noext", html},
+		{"/_upload/noext", "application/octet-stream", "attachment; filename=noext", html},
 	} {
 		res, body := get(t, tc.path)
 		if res.StatusCode != http.StatusOK || !bytes.Equal(body, tc.data) {

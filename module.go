@@ -163,6 +163,7 @@ type Handler struct {
 	accept     acceptRules
 	fsync      bool
 	files      *fileserver.FileServer
+	fsName     string // the key of storedFS in the config's file systems
 	ctx        caddy.Context
 	logger     *zap.Logger
 }
@@ -232,7 +233,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.root.progress.configure(time.Duration(h.ProgressRetention), defaultMaxFinished)
 
+	// The file server reads through storedFS, registered in this config's
+	// file systems under a name of this handler's own.
+	h.fsName = "reflex_upload " + newID()
+	ctx.FileSystems().Register(h.fsName, newStoredFS(h.root))
 	h.files = &fileserver.FileServer{
+		FileSystem:    h.fsName,
 		Root:          h.root.dir,
 		Hide:          []string{filepath.Join(h.root.dir, reservedDir)},
 		IndexNames:    []string{}, // a folder is never answered with an index file
@@ -290,6 +296,9 @@ func (h *Handler) Validate() error {
 // the standard uploads that outlived the grace period.
 func (h *Handler) Cleanup() error {
 	h.cutStandardUploads()
+	if h.fsName != "" {
+		h.ctx.FileSystems().Unregister(h.fsName)
+	}
 	if h.root != nil {
 		return h.root.release()
 	}
