@@ -380,7 +380,7 @@ func (u *upload) receiveField(part *formstream.Part) error {
 // limits and the accepted types before the bytes are kept.
 func (u *upload) receiveFile(part *formstream.Part) error {
 	h := u.h
-	sent := browserFileName(part.FileName())
+	sent := sentFileName(part.Header.Get("Content-Disposition"))
 	if h.MaxFiles > 0 && len(u.files) >= h.MaxFiles {
 		return errTooManyFiles.with(nil, "a request may hold at most %d files", h.MaxFiles).withFile(sent)
 	}

@@ -2,6 +2,7 @@ package reflexupload
 
 import (
 	"errors"
+	"mime"
 	"strings"
 	"unicode/utf8"
 )
@@ -83,6 +84,54 @@ func sanitizeFilename(name string) (string, error) {
 // hasDriveLetter reports whether s starts with a Windows drive such as "C:".
 func hasDriveLetter(s string) bool {
 	return len(s) >= 2 && s[1] == ':' && ('a' <= s[0]|0x20 && s[0]|0x20 <= 'z')
+}
+
+// sentFileName gives the file name of a multipart part as the sender meant
+// it, from the part's Content-Disposition header, or "" if it has none.
+//
+// Browsers put a file name between quotes as it is, with no backslash
+// escapes: "back\(1).png" is sent as filename="back\(1).png". Go's
+// mime.ParseMediaType reads a backslash before a special character as an
+// escape and drops it ("back(1).png"), where Reflex's server (Python's
+// email.utils.unquote) keeps it and then treats it as a separator. So a
+// backslash inside quotes is an escape only before another backslash or a
+// double quote, as there; every other backslash is kept as a character. The
+// form encoding's own escapes are then undone (browserFileName).
+func sentFileName(disposition string) string {
+	if strings.Contains(disposition, `\`) {
+		disposition = keepBackslashes(disposition)
+	}
+	_, params, err := mime.ParseMediaType(disposition)
+	if err != nil {
+		return ""
+	}
+	return browserFileName(params["filename"])
+}
+
+// keepBackslashes doubles every backslash inside a quoted string that does
+// not escape a backslash or a double quote, so that mime.ParseMediaType
+// keeps it as a character.
+func keepBackslashes(s string) string {
+	var b strings.Builder
+	b.Grow(len(s) + 8)
+	quoted := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '"':
+			quoted = !quoted
+		case c == '\\' && quoted:
+			if i+1 < len(s) && (s[i+1] == '\\' || s[i+1] == '"') {
+				b.WriteByte(c)
+				i++
+				c = s[i]
+			} else {
+				b.WriteByte('\\')
+			}
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
 }
 
 // browserFileName undoes the one escape browsers apply to the file name of

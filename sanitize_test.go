@@ -122,3 +122,30 @@ func TestBrowserFileName(t *testing.T) {
 		}
 	}
 }
+
+// TestSentFileName reads the file name of a Content-Disposition as browsers
+// write it (no backslash escapes) and as Python's parsers behind Reflex read
+// it: a backslash escapes only a backslash or a double quote.
+func TestSentFileName(t *testing.T) {
+	for _, tc := range []struct{ disposition, name, stored string }{
+		{`form-data; name="files"; filename="back\(1).png"`, `back\(1).png`, "back/(1).png"},
+		{`form-data; name="files"; filename="C:\Users\n\r.csv"`, `C:\Users\n\r.csv`, "r.csv"},
+		{`form-data; name="files"; filename="a\\b.txt"`, `a\b.txt`, "a/b.txt"},
+		{`form-data; name="files"; filename="say \"hi\".txt"`, `say "hi".txt`, `say "hi".txt`},
+		{`form-data; name="files"; filename="say %22hi%22.txt"`, `say "hi".txt`, `say "hi".txt`},
+		{`form-data; name="fi\(les"; filename="x\;y\=z"`, `x\;y\=z`, `x/;y/=z`},
+		{`form-data; name="files"; filename*=UTF-8''%E6%97%A5%5C.txt`, `日\.txt`, "日/.txt"},
+		{`form-data; name="files"; filename=plain.txt`, "plain.txt", "plain.txt"},
+		{`form-data; name="files"`, "", ""},
+		{`form-data; name="files"; filename="unterminated`, "", ""},
+	} {
+		got := sentFileName(tc.disposition)
+		if got != tc.name {
+			t.Errorf("sentFileName(%s) = %q; want %q", tc.disposition, got, tc.name)
+			continue
+		}
+		if stored, _ := sanitizeFilename(got); stored != tc.stored {
+			t.Errorf("%q is stored as %q; want %q", got, stored, tc.stored)
+		}
+	}
+}

@@ -203,7 +203,7 @@ func (t *trackReader) inspect(h *Handler, mr *formstream.Reader) error {
 
 // inspectFile checks one file part as it goes by.
 func (t *trackReader) inspectFile(h *Handler, part *formstream.Part) error {
-	sent := browserFileName(part.FileName())
+	sent := sentFileName(part.Header.Get("Content-Disposition"))
 	if h.MaxFiles > 0 && len(t.files) >= h.MaxFiles {
 		return errTooManyFiles.with(nil, "a request may hold at most %d files", h.MaxFiles).withFile(sent)
 	}
