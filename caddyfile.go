@@ -34,6 +34,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		min_size         <size>
 //		max_files        <n>
 //		max_request_size <size>
+//		max_fields_size  <size>
 //		accept           <mime|type/*|.ext>...
 //		on_conflict      overwrite|rename|reject
 //		fsync            on|off
@@ -94,7 +95,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.Hash = v
 			}
 
-		case "max_size", "min_size", "max_request_size":
+		case "max_size", "min_size", "max_request_size", "max_fields_size":
 			var v string
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
@@ -113,6 +114,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.MinSize = int64(size)
 			case "max_request_size":
 				h.MaxRequestSize = int64(size)
+			case "max_fields_size":
+				if size == 0 {
+					return d.Errf("parsing max_fields_size: must be more than 0")
+				}
+				h.MaxFieldsSize = int64(size)
 			}
 
 		case "max_files":

@@ -31,6 +31,7 @@ var (
 	errFileExists          = &uploadError{Status: http.StatusConflict, Code: "file-exists", Detail: "a file with this name exists already"}
 	errFileTooLarge        = &uploadError{Status: http.StatusRequestEntityTooLarge, Code: "file-too-large", Detail: "file is larger than the maximum size"}
 	errRequestTooLarge     = &uploadError{Status: http.StatusRequestEntityTooLarge, Code: "request-too-large", Detail: "request body is larger than the maximum request size"}
+	errFieldsTooLarge      = &uploadError{Status: http.StatusRequestEntityTooLarge, Code: "fields-too-large", Detail: "the text fields are larger than allowed in all"}
 	errInvalidType         = &uploadError{Status: http.StatusUnsupportedMediaType, Code: "file-invalid-type", Detail: "file type is not accepted"}
 	errFileTooSmall        = &uploadError{Status: http.StatusUnprocessableEntity, Code: "file-too-small", Detail: "file is smaller than the minimum size"}
 	errTooManyFiles        = &uploadError{Status: http.StatusUnprocessableEntity, Code: "too-many-files", Detail: "request holds more files than allowed"}

@@ -2,7 +2,6 @@ package reflexupload
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -90,10 +89,11 @@ func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
 // appRequest is the request the app gets in forward mode: r's method, URL
 // and headers, with the JSON of the stored files as its body.
 func appRequest(r *http.Request, meta uploadResult) *http.Request {
-	body, _ := json.Marshal(meta)
+	var body bytes.Buffer
+	_ = meta.writeJSON(&body) // a bytes.Buffer takes every write
 	r2 := r.Clone(r.Context())
-	r2.Body = io.NopCloser(bytes.NewReader(body))
-	r2.ContentLength = int64(len(body))
+	r2.ContentLength = int64(body.Len())
+	r2.Body = io.NopCloser(&body)
 	r2.TransferEncoding = nil
 	r2.Header.Set("Content-Type", "application/json")
 	r2.Header.Set("X-Upload-ID", meta.UploadID)

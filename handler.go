@@ -9,10 +9,12 @@ import (
 	"errors"
 	"hash"
 	"io"
+	"maps"
 	"mime"
 	"net/http"
 	"net/url"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -134,6 +136,48 @@ type uploadResult struct {
 	Fields   map[string][]string `json:"fields"`
 }
 
+// writeJSON writes the result as JSON (json.Encoder's output), one value
+// at a time, so that the text fields are never copied into a whole document.
+func (res *uploadResult) writeJSON(w io.Writer) error {
+	head, err := json.Marshal(struct {
+		UploadID string       `json:"upload_id"`
+		Files    []storedFile `json:"files"`
+	}{res.UploadID, res.Files})
+	if err != nil {
+		return err
+	}
+	head[len(head)-1] = ',' // in place of the closing brace: the fields follow
+	write := func(b []byte) {
+		if err == nil {
+			_, err = w.Write(b)
+		}
+	}
+	writeString := func(s string) {
+		b, merr := json.Marshal(s)
+		if err == nil {
+			err = merr
+		}
+		write(b)
+	}
+	write(append(head, `"fields":{`...))
+	for i, name := range slices.Sorted(maps.Keys(res.Fields)) {
+		if i > 0 {
+			write([]byte{','})
+		}
+		writeString(name)
+		write([]byte{':', '['})
+		for j, v := range res.Fields[name] {
+			if j > 0 {
+				write([]byte{','})
+			}
+			writeString(v)
+		}
+		write([]byte{']'})
+	}
+	write([]byte("}}\n"))
+	return err
+}
+
 // receivedFile is a file part held in a temp file until the request ends.
 type receivedFile struct {
 	storedFile
@@ -147,6 +191,8 @@ type upload struct {
 	files  []*receivedFile
 	fields map[string][]string
 	nField int
+	// fieldBytes counts the names and values of the fields kept.
+	fieldBytes int64
 }
 
 // serveUpload receives a multipart/form-data body, streaming each file part
@@ -205,7 +251,7 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddy
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusCreated)
-	return json.NewEncoder(w).Encode(res)
+	return res.writeJSON(w)
 }
 
 // startUpload puts an upload in the progress registry, makes its request
@@ -353,27 +399,55 @@ func (u *upload) readError(err error, file string) error {
 	return errInvalidRequest.with(err, "malformed multipart body: %v", err).withFile(file)
 }
 
-// receiveField keeps a bounded text field.
+// receiveField keeps a text field, within the bounds of one field
+// (maxFieldBytes) and of all the fields of the request (max_fields_size).
+// The value is held once, as the string that the answer and the app get.
 func (u *upload) receiveField(part *formstream.Part) error {
 	name := part.FormName()
 	if u.nField++; u.nField > maxFields {
 		return errInvalidRequest.with(nil, "more than %d form fields", maxFields)
 	}
-	value, err := io.ReadAll(io.LimitReader(part, maxFieldBytes+1))
-	if err != nil {
-		return u.readError(err, "")
-	}
-	if len(value) > maxFieldBytes {
-		return errRequestTooLarge.with(nil, "form field %q is larger than 1 MiB", name)
-	}
-	if name == reflexArgsField {
-		var args map[string]json.RawMessage
-		if err := json.Unmarshal(value, &args); err != nil || args == nil {
-			return errInvalidRequest.with(err, "%s must be a JSON object", reflexArgsField)
+	room := u.h.MaxFieldsSize - u.fieldBytes - int64(len(name))
+	value := new(strings.Builder)
+	for {
+		chunk, err := part.Chunk()
+		if err == io.EOF {
+			break
 		}
+		if err != nil {
+			return u.readError(err, "")
+		}
+		n := value.Len() + len(chunk)
+		if n > maxFieldBytes {
+			return errRequestTooLarge.with(nil, "form field %q is larger than 1 MiB", name)
+		}
+		if int64(n) > room {
+			return errFieldsTooLarge.with(nil, "the text fields are larger than %d bytes in all", u.h.MaxFieldsSize)
+		}
+		if value.Cap()-value.Len() < len(chunk) {
+			// Exactly the room needed, not the doubling of append: a value
+			// is most often one run of the reader's buffer, at most a few.
+			grown := new(strings.Builder)
+			grown.Grow(n)
+			grown.WriteString(value.String())
+			value = grown
+		}
+		value.Write(chunk)
 	}
-	u.fields[name] = append(u.fields[name], string(value))
+	v := value.String()
+	if name == reflexArgsField && v != "" && !isJSONObject(v) {
+		// Empty means no arguments, as Reflex reads it.
+		return errInvalidRequest.with(nil, "%s must be a JSON object", reflexArgsField)
+	}
+	u.fieldBytes += int64(len(name) + len(v))
+	u.fields[name] = append(u.fields[name], v)
 	return nil
+}
+
+// isJSONObject reports whether s is one valid JSON object.
+func isJSONObject(s string) bool {
+	t := strings.TrimLeft(s, " \t\r\n")
+	return t != "" && t[0] == '{' && json.Valid([]byte(s))
 }
 
 // receiveFile streams one file part into a temp file, enforcing the per-file

@@ -29,9 +29,10 @@ const (
 	defaultPrefix = "/_upload"
 	defaultOwner  = "{http.request.header.Reflex-Client-Token}"
 
-	defaultIdleTimeout = time.Minute
-	defaultChunkExpiry = 24 * time.Hour
-	rootEnvVar         = "REFLEX_UPLOADED_FILES_DIR"
+	defaultMaxFieldsSize = 4 << 20
+	defaultIdleTimeout   = time.Minute
+	defaultChunkExpiry   = 24 * time.Hour
+	rootEnvVar           = "REFLEX_UPLOADED_FILES_DIR"
 )
 
 // Conflict policies: what a new file does to one of the same name.
@@ -87,6 +88,12 @@ type Handler struct {
 	// it is read; a larger one is refused with 413 request-too-large. 0 means
 	// no limit (the default).
 	MaxRequestSize int64 `json:"max_request_size,omitempty"`
+
+	// The most bytes of text fields (names and values) one standard upload
+	// may carry in all; more is refused with 413 fields-too-large. Each field
+	// is also limited to 1 MiB, and a request to 1000 fields. Default: 4 MiB
+	// (0 means the default).
+	MaxFieldsSize int64 `json:"max_fields_size,omitempty"`
 
 	// The file types accepted, in the form of react-dropzone's accept prop,
 	// flattened: MIME types ("image/png"), wildcards ("image/*") and
@@ -191,6 +198,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.Prefix == "" {
 		h.Prefix = defaultPrefix
 	}
+	if h.MaxFieldsSize == 0 {
+		h.MaxFieldsSize = defaultMaxFieldsSize
+	}
 	if h.OnConflict == "" {
 		h.OnConflict = conflictOverwrite
 	}
@@ -260,8 +270,8 @@ func (h *Handler) Validate() error {
 	if h.ProgressRetention < 0 || h.IdleTimeout < 0 || h.ChunkExpiry < 0 {
 		return errors.New("progress_retention, idle_timeout and chunk_expiry cannot be negative")
 	}
-	if h.MaxSize < 0 || h.MinSize < 0 || h.MaxRequestSize < 0 || h.MaxFiles < 0 {
-		return errors.New("max_size, min_size, max_request_size and max_files cannot be negative")
+	if h.MaxSize < 0 || h.MinSize < 0 || h.MaxRequestSize < 0 || h.MaxFiles < 0 || h.MaxFieldsSize < 0 {
+		return errors.New("max_size, min_size, max_request_size, max_files and max_fields_size cannot be negative")
 	}
 	if h.MaxSize > 0 && h.MinSize > h.MaxSize {
 		return fmt.Errorf("min_size (%d) is larger than max_size (%d)", h.MinSize, h.MaxSize)

@@ -38,6 +38,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			min_size 1kB
 			max_files 3
 			max_request_size 1GB
+			max_fields_size 8MiB
 			accept image/* .pdf
 			accept text/plain
 			on_conflict reject
@@ -53,7 +54,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			chunk_expiry 48h
 		}`, want: Handler{
 			Root: "/srv/up", Prefix: "/files", MaxSize: 10 << 20, MinSize: 1000, MaxFiles: 3,
-			MaxRequestSize: 1_000_000_000, Accept: []string{"image/*", ".pdf", "text/plain"},
+			MaxRequestSize: 1_000_000_000, MaxFieldsSize: 8 << 20, Accept: []string{"image/*", ".pdf", "text/plain"},
 			OnConflict: "reject", Fsync: &off, Hash: "none", Owner: "{http.auth.user.id}", Mode: "forward",
 			ForwardFailStatus: []string{"4xx", "502"}, CORSOrigins: []string{"http://localhost:3000", "https://app.example.com"},
 			CORSCredentials:   true,
@@ -78,6 +79,10 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{name: "min_size bad", input: "reflex_upload {\nmin_size -1\n}", err: "parsing min_size"},
 		{name: "max_request_size bad", input: "reflex_upload {\nmax_request_size 1QB\n}", err: "parsing max_request_size"},
 		{name: "max_request_size two args", input: "reflex_upload {\nmax_request_size 1MB 2MB\n}", err: "wrong argument count"},
+		{name: "max_fields_size bad", input: "reflex_upload {\nmax_fields_size big\n}", err: "parsing max_fields_size"},
+		{name: "max_fields_size zero", input: "reflex_upload {\nmax_fields_size 0\n}", err: "parsing max_fields_size: must be more than 0"},
+		{name: "max_fields_size no arg", input: "reflex_upload {\nmax_fields_size\n}", err: "wrong argument count"},
+		{name: "max_fields_size twice", input: "reflex_upload {\nmax_fields_size 1MiB\nmax_fields_size 2MiB\n}", err: "option 'max_fields_size' is given twice"},
 		{name: "max_files not a number", input: "reflex_upload {\nmax_files many\n}", err: "parsing max_files"},
 		{name: "max_files negative", input: "reflex_upload {\nmax_files -2\n}", err: "parsing max_files"},
 		{name: "max_files no arg", input: "reflex_upload {\nmax_files\n}", err: "wrong argument count"},
@@ -143,6 +148,7 @@ func TestValidate(t *testing.T) {
 		{name: "prefix placeholder", modify: func(h *Handler) { h.Prefix = "/{x}" }, err: "prefix"},
 		{name: "negative size", modify: func(h *Handler) { h.MaxSize = -1 }, err: "negative"},
 		{name: "negative files", modify: func(h *Handler) { h.MaxFiles = -1 }, err: "negative"},
+		{name: "negative fields size", modify: func(h *Handler) { h.MaxFieldsSize = -1 }, err: "max_fields_size"},
 		{name: "min over max", modify: func(h *Handler) { h.MinSize, h.MaxSize = 10, 5 }, err: "min_size"},
 		{name: "min without max", modify: func(h *Handler) { h.MinSize = 10 }},
 		{name: "bad conflict", modify: func(h *Handler) { h.OnConflict = "merge" }, err: "on_conflict"},
