@@ -737,10 +737,7 @@ func (h *Handler) tusComplete(r *http.Request, info *tusInfo) error {
 	if info.Offset < h.MinSize {
 		return errFileTooSmall.with(nil, "file is smaller than %d bytes", h.MinSize).withFile(info.SentName)
 	}
-	if err := h.root.checkPlace(info.Name, h.OnConflict); err != nil {
-		return storeError(err)
-	}
-	stored, err := h.root.commit(tusDataPath(info.ID), info.Name, h.OnConflict, h.fsync)
+	stored, err := h.publishTus(info, tusDataPath(info.ID))
 	if err != nil {
 		return err
 	}
@@ -877,10 +874,7 @@ func (h *Handler) serveTusConcat(w http.ResponseWriter, r *http.Request, next ca
 	if err := h.concatParts(f, info, parts); err != nil {
 		return h.refuse(w, err)
 	}
-	if err := h.root.checkPlace(info.Name, h.OnConflict); err != nil {
-		return h.refuse(w, storeError(err))
-	}
-	stored, err := h.root.commit(tmp, info.Name, h.OnConflict, h.fsync)
+	stored, err := h.publishTus(info, tmp)
 	if err != nil {
 		return h.refuse(w, err)
 	}

@@ -350,7 +350,7 @@ reflex_upload {
 		// A folder in the way is a conflict, not a 500, and nothing of the request stays.
 		send(t, "/overwrite", part{name: "dir/x.txt", data: []byte("x")})
 		_, res, body = send(t, "/overwrite", part{name: "b.txt", data: []byte("b")}, part{name: "dir", data: []byte("y")})
-		assertError(t, res, body, 409, "file-exists", "")
+		assertError(t, res, body, 409, "file-exists", "dir")
 		assertStored(t, filepath.Join(root, "overwrite"), "a.txt", "dir/x.txt")
 	})
 
@@ -383,7 +383,7 @@ reflex_upload {
 		}
 		// Two files of one name in one request: the second is refused and the first is not kept.
 		_, res, body = send(t, "/reject", part{name: "b.txt", data: []byte("1")}, part{name: "b.txt", data: []byte("2")})
-		assertError(t, res, body, 409, "file-exists", "")
+		assertError(t, res, body, 409, "file-exists", "b.txt")
 		assertStored(t, filepath.Join(root, "reject"), "a.txt")
 	})
 }

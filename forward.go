@@ -105,8 +105,9 @@ func appRequest(r *http.Request, meta uploadResult) *http.Request {
 
 // forward hands a stored upload's metadata to the next handler and passes
 // its answer back unchanged. A refusal (forward_fail_status) or an error
-// removes the files this request stored. It returns the app's status.
-func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, meta uploadResult) (int, error) {
+// undoes what the request stored: its files are removed and the files they
+// replaced come back. It returns the app's status.
+func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, meta uploadResult, placed *batch) (int, error) {
 	sw := &statusWriter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
 	err := next.ServeHTTP(sw, appRequest(r, meta))
 	status := sw.status
@@ -117,11 +118,33 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 		}
 	}
 	if err != nil || h.appRefused(status) {
-		for _, f := range meta.Files {
-			_ = h.root.root.Remove(f.Path)
-		}
+		placed.undo()
+	} else {
+		placed.keep()
 	}
 	return status, err
+}
+
+// publishTus moves the file of a finished resumable upload into place,
+// under the conflict policy, as a batch of one. In forward mode the batch is
+// held until the app has answered (announceTus), so that a refusal can give
+// back the file it replaced.
+func (h *Handler) publishTus(info *tusInfo, tmp string) (string, error) {
+	b := h.root.newBatch(h.OnConflict, h.fsync)
+	if _, err := b.plan([]string{info.Name}); err != nil {
+		return "", conflictError(err, info.SentName)
+	}
+	stored, err := b.put(0, tmp)
+	if err != nil {
+		b.undo()
+		return "", conflictError(err, info.SentName)
+	}
+	if h.Mode == modeForward {
+		h.root.hold(info.ID, b)
+	} else {
+		b.keep()
+	}
+	return stored, nil
 }
 
 // announceTus tells the app, in forward mode, of a completed resumable
@@ -145,10 +168,12 @@ func (h *Handler) announceTus(w http.ResponseWriter, r *http.Request, next caddy
 	rec := caddyhttp.NewResponseRecorder(w, new(bytes.Buffer), func(int, http.Header) bool { return true })
 	err := next.ServeHTTP(rec, r2)
 	status := rec.Status()
+	placed := h.root.unhold(info.ID)
 	if err == nil && !h.appRefused(status) {
+		placed.keep()
 		return false, nil
 	}
-	_ = h.root.root.Remove(info.Stored.Path)
+	placed.undo()
 	if err != nil {
 		return true, err
 	}

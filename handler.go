@@ -181,7 +181,8 @@ func (res *uploadResult) writeJSON(w io.Writer) error {
 // receivedFile is a file part held in a temp file until the request ends.
 type receivedFile struct {
 	storedFile
-	tmp string // temp file, relative to the root
+	sent string // the name the client sent
+	tmp  string // temp file, relative to the root
 }
 
 // upload is one standard upload request in progress.
@@ -193,6 +194,7 @@ type upload struct {
 	nField int
 	// fieldBytes counts the names and values of the fields kept.
 	fieldBytes int64
+	placed     *batch // the files moved into place, until kept or undone
 }
 
 // serveUpload receives a multipart/form-data body, streaming each file part
@@ -231,7 +233,7 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddy
 	res := uploadResult{UploadID: id, Files: u.stored(), Fields: u.fields}
 
 	if h.Mode == modeForward {
-		status, err := h.forward(w, r, next, res)
+		status, err := h.forward(w, r, next, res, u.placed)
 		if err == nil && h.appRefused(status) {
 			h.finish(r, entry, u.body, nil, errAppRefused.status(status), began)
 			return nil
@@ -239,6 +241,7 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddy
 		h.finish(r, entry, u.body, res.Files, err, began)
 		return err
 	}
+	u.placed.keep()
 	h.finish(r, entry, u.body, res.Files, nil, began)
 
 	if r.Header.Get("Reflex-Client-Token") != "" && r.Header.Get("Reflex-Event-Handler") != "" {
@@ -470,7 +473,7 @@ func (u *upload) receiveFile(part *formstream.Part) error {
 	if err != nil {
 		return storeError(err)
 	}
-	rf := &receivedFile{tmp: tmp}
+	rf := &receivedFile{sent: sent, tmp: tmp}
 	rf.Field = part.FormName()
 	rf.Path = name
 	u.files = append(u.files, rf) // from here on, discard removes the temp file
@@ -511,39 +514,44 @@ func (u *upload) receiveFile(part *formstream.Part) error {
 	return nil
 }
 
-// commit moves every received file into place. Before it moves any, it
-// checks that no name is blocked by a folder or by a file on its path, so
-// that a request refused for a name leaves nothing behind.
+// commit moves every received file into place, all or none: the names are
+// checked against each other and against the disk before any file moves,
+// and a failure while moving takes back what moved. The batch stays open
+// (u.placed) until the request's outcome is known: keep or undo.
 func (u *upload) commit() error {
 	h := u.h
-	for _, f := range u.files {
-		if err := h.root.checkPlace(f.Path, h.OnConflict); err != nil {
-			return storeError(err)
-		}
+	names := make([]string, len(u.files))
+	for i, f := range u.files {
+		names[i] = f.Path
+	}
+	b := h.root.newBatch(h.OnConflict, h.fsync)
+	if i, err := b.plan(names); err != nil {
+		return conflictError(err, u.files[i].sent)
 	}
 	for i, f := range u.files {
-		stored, err := h.root.commit(f.tmp, f.Path, h.OnConflict, h.fsync)
+		stored, err := b.put(i, f.tmp)
 		if err != nil {
-			u.uncommit(u.files[:i])
-			return err
+			b.undo()
+			return conflictError(err, f.sent)
 		}
 		f.tmp = ""
 		f.Path = stored
 		f.Name = path.Base(stored)
 		f.URL = h.fileURL(stored)
 	}
+	u.placed = b
 	return nil
 }
 
-// uncommit removes files this request stored, where that undoes it: a file
-// that replaced another (overwrite) cannot be given back, so it stays.
-func (u *upload) uncommit(done []*receivedFile) {
-	if u.h.OnConflict == conflictOverwrite {
-		return
+// conflictError names the file of a failure to put it in place, when the
+// failure is the client's (its name is taken).
+func conflictError(err error, sent string) error {
+	err = storeError(err)
+	var ue *uploadError
+	if errors.As(err, &ue) {
+		return ue.withFile(sent)
 	}
-	for _, f := range done {
-		_ = u.h.root.root.Remove(f.Path)
-	}
+	return err
 }
 
 // discard removes the temp files that were not moved into place.

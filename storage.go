@@ -41,6 +41,9 @@ type uploadRoot struct {
 	writers      map[string]*tusWriter // resumable uploads with a request using them
 	shuttingDown atomic.Bool           // the process exits: no tus request may write (stopWriters)
 	servers      sync.Map              // *http.Server values that stop the tus writers on exit (watchShutdown)
+
+	heldMu sync.Mutex
+	held   map[string]*batch // completed resumable uploads the app has yet to accept
 }
 
 // Destruct closes the root when the last handler using it is cleaned up.
@@ -70,7 +73,7 @@ func openUploadRoot(dir string, logger *zap.Logger) (*uploadRoot, error) {
 		if err != nil {
 			return nil, fmt.Errorf("opening root: %w", err)
 		}
-		u := &uploadRoot{dir: abs, root: r, progress: newRegistry(), writers: map[string]*tusWriter{}}
+		u := &uploadRoot{dir: abs, root: r, progress: newRegistry(), writers: map[string]*tusWriter{}, held: map[string]*batch{}}
 		u.removeStaleTemps(logger)
 		return u, nil
 	})
@@ -122,49 +125,241 @@ func (u *uploadRoot) exists(name string) bool {
 // maxRenameTries bounds the search for a free name under the rename policy.
 const maxRenameTries = 1000
 
-// commit moves the temp file tmp into place at name under the conflict
-// policy, and returns the name it was stored at. The move is atomic: a
-// reader sees the old file or the new one, never a part of one. With fsync
-// the folder is flushed so the new name survives a crash.
-func (u *uploadRoot) commit(tmp, name, policy string, fsync bool) (string, error) {
+// A batch moves the files of one request into place under a conflict
+// policy, all or none. plan checks every name against the others and
+// against the disk before anything moves, and picks the names; put then
+// moves each file in. Until keep, undo takes back everything the batch did:
+// files it stored are removed, files it replaced (overwrite) come back from
+// the private folder, folders it created are removed. So a request that is
+// refused, before or after its files moved (forward mode), leaves the root
+// as it found it.
+type batch struct {
+	u       *uploadRoot
+	policy  string
+	fsync   bool
+	names   []string        // the names asked for
+	targets []string        // the planned name of each file
+	taken   map[string]bool // planned files and the folders they need
+	done    []placed
+}
+
+// placed is one file a batch moved in, with what it takes to undo it.
+type placed struct {
+	name   string   // where it is stored
+	backup string   // the file it replaced, linked aside; "" if none
+	dirs   []string // the folders created for it, outermost first
+}
+
+func (u *uploadRoot) newBatch(policy string, fsync bool) *batch {
+	return &batch{u: u, policy: policy, fsync: fsync, taken: map[string]bool{}}
+}
+
+// plan decides where each of names goes, or refuses the whole batch with
+// the index of the first name in conflict. A name conflicts when a folder
+// it needs is a file (on disk, or another name of the batch), under every
+// policy; when its place is a folder (on disk, or one another name needs),
+// unless rename gives it another name; under reject, when its place is
+// taken at all, also by another name of the batch. Under overwrite, a name
+// given twice is stored twice and the later file wins.
+func (b *batch) plan(names []string) (int, error) {
+	folders := map[string]bool{}
+	for _, n := range names {
+		for d := path.Dir(n); d != "."; d = path.Dir(d) {
+			folders[d] = true
+		}
+	}
+	isDir := map[string]bool{} // the disk's answer for each folder needed
+	for i, n := range names {
+		for d := path.Dir(n); d != "."; d = path.Dir(d) {
+			ok, seen := isDir[d]
+			if !seen {
+				fi, err := b.u.root.Lstat(d)
+				ok = err != nil || fi.IsDir() // missing is fine: it will be made
+				isDir[d] = ok
+			}
+			if !ok {
+				return i, syscall.ENOTDIR
+			}
+		}
+	}
+	files := map[string]bool{}
+	b.names, b.targets = names, make([]string, len(names))
+	for i, n := range names {
+		fi, err := b.u.root.Lstat(n)
+		onDisk := err == nil
+		asDir := folders[n] || onDisk && fi.IsDir()
+		target := n
+		switch {
+		case b.policy == conflictOverwrite && asDir:
+			return i, syscall.EISDIR
+		case b.policy == conflictReject && (asDir || onDisk || files[n]):
+			return i, fs.ErrExist
+		case b.policy == conflictRename && (asDir || onDisk || files[n]):
+			if target = b.freeName(n, files, folders); target == "" {
+				return i, fs.ErrExist
+			}
+		}
+		files[target] = true
+		b.targets[i] = target
+	}
+	for n := range files {
+		b.taken[n] = true
+	}
+	for d := range folders {
+		b.taken[d] = true
+	}
+	return 0, nil
+}
+
+// freeName gives the first of "a (1).png", "a (2).png", … that is neither
+// on disk nor planned, or "" after maxRenameTries.
+func (b *batch) freeName(name string, files, folders map[string]bool) string {
+	for i := 1; i <= maxRenameTries; i++ {
+		c := numbered(name, i)
+		if files[c] || folders[c] {
+			continue
+		}
+		if _, err := b.u.root.Lstat(c); errors.Is(err, fs.ErrNotExist) {
+			return c
+		}
+	}
+	return ""
+}
+
+// put moves the temp file tmp into place as the i-th file of the plan, and
+// returns the name it was stored at. The move is atomic: a reader sees the
+// old file or the new one, never a part of one. With fsync the folder is
+// flushed so the new name survives a crash.
+func (b *batch) put(i int, tmp string) (string, error) {
+	name := b.targets[i]
+	p := placed{name: name}
 	dir := path.Dir(name)
 	if dir != "." {
-		if err := u.root.MkdirAll(dir, 0o755); err != nil {
+		p.dirs = b.u.missingDirs(dir)
+		if err := b.u.root.MkdirAll(dir, 0o755); err != nil {
+			b.u.removeDirs(p.dirs)
 			return "", storeError(err)
 		}
 	}
 	var err error
-	stored := name
-	switch policy {
+	switch b.policy {
 	case conflictOverwrite:
-		err = u.root.Rename(tmp, name)
-	case conflictReject:
-		err = u.root.Link(tmp, name)
-	case conflictRename:
-		for i := 0; ; i++ {
-			if i > 0 {
-				stored = numbered(name, i)
+		if p.backup, err = b.u.setAside(name); err == nil {
+			if err = b.u.root.Rename(tmp, name); err != nil && p.backup != "" {
+				_ = b.u.root.Remove(p.backup)
 			}
-			err = u.root.Link(tmp, stored)
-			if !errors.Is(err, fs.ErrExist) || i == maxRenameTries {
+		}
+	case conflictReject:
+		err = b.u.root.Link(tmp, name)
+	case conflictRename:
+		for n := 1; ; n++ {
+			err = b.u.root.Link(tmp, p.name)
+			if !errors.Is(err, fs.ErrExist) || n > maxRenameTries {
 				break
+			}
+			// Another request took the planned name since: the next free one.
+			for p.name = numbered(b.names[i], n); b.taken[p.name]; n++ {
+				p.name = numbered(b.names[i], n+1)
 			}
 		}
 	}
 	if err != nil {
+		b.u.removeDirs(p.dirs)
 		return "", storeError(err)
 	}
-	if policy != conflictOverwrite {
+	if b.policy != conflictOverwrite {
 		// The link is in place; the temp name is no longer needed.
-		_ = u.root.Remove(tmp)
+		_ = b.u.root.Remove(tmp)
 	}
-	if fsync {
-		if err := u.syncDir(dir); err != nil {
-			_ = u.root.Remove(stored)
+	b.done = append(b.done, p)
+	if b.fsync {
+		if err := b.u.syncDir(dir); err != nil {
 			return "", err
 		}
 	}
-	return stored, nil
+	return p.name, nil
+}
+
+// setAside hard-links the file at name into the private folder, so that it
+// can be given back, and returns the link's name; "" when there is no file.
+func (u *uploadRoot) setAside(name string) (string, error) {
+	var r [12]byte
+	_, _ = rand.Read(r[:])
+	backup := path.Join(reservedDir, tempPrefix+hex.EncodeToString(r[:]))
+	err := u.root.Link(name, backup)
+	switch {
+	case err == nil:
+		return backup, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return "", nil
+	}
+	if fi, lerr := u.root.Lstat(name); lerr == nil && fi.IsDir() {
+		err = syscall.EISDIR // a folder appeared there since the plan
+	}
+	return "", err
+}
+
+// undo takes back what the batch did, the last file first.
+func (b *batch) undo() {
+	for i := len(b.done) - 1; i >= 0; i-- {
+		p := b.done[i]
+		if p.backup != "" {
+			_ = b.u.root.Rename(p.backup, p.name)
+		} else {
+			_ = b.u.root.Remove(p.name)
+		}
+		b.u.removeDirs(p.dirs)
+	}
+	b.done = nil
+}
+
+// keep makes the batch final: the replaced files are let go.
+func (b *batch) keep() {
+	for _, p := range b.done {
+		if p.backup != "" {
+			_ = b.u.root.Remove(p.backup)
+		}
+	}
+	b.done = nil
+}
+
+// missingDirs lists the folders of dir, outermost first, that do not exist.
+func (u *uploadRoot) missingDirs(dir string) []string {
+	var missing []string
+	for d := dir; d != "."; d = path.Dir(d) {
+		if _, err := u.root.Lstat(d); err == nil {
+			break
+		}
+		missing = append([]string{d}, missing...)
+	}
+	return missing
+}
+
+// removeDirs removes folders, innermost first, where they are empty.
+func (u *uploadRoot) removeDirs(dirs []string) {
+	for i := len(dirs) - 1; i >= 0; i-- {
+		_ = u.root.Remove(dirs[i])
+	}
+}
+
+// hold keeps the batch of a completed resumable upload until unhold.
+func (u *uploadRoot) hold(id string, b *batch) {
+	u.heldMu.Lock()
+	defer u.heldMu.Unlock()
+	u.held[id] = b
+}
+
+// unhold takes back the batch that hold kept for id. Without one (none was
+// held) it gives an empty batch, whose keep and undo do nothing.
+func (u *uploadRoot) unhold(id string) *batch {
+	u.heldMu.Lock()
+	defer u.heldMu.Unlock()
+	b := u.held[id]
+	delete(u.held, id)
+	if b == nil {
+		b = u.newBatch("", false)
+	}
+	return b
 }
 
 // syncDir flushes a folder's entries to stable storage.
@@ -202,27 +397,4 @@ func numbered(name string, i int) string {
 		base, ext = name, ""
 	}
 	return fmt.Sprintf("%s (%d)%s", base, i, ext)
-}
-
-// checkPlace reports whether a file could be put at name under the policy
-// without meeting something in the way: a file where a folder on its path
-// should be, or, for overwrite, a folder in the file's place; for reject,
-// anything in its place.
-func (u *uploadRoot) checkPlace(name, policy string) error {
-	for d := path.Dir(name); d != "."; d = path.Dir(d) {
-		if fi, err := u.root.Lstat(d); err == nil && !fi.IsDir() {
-			return syscall.ENOTDIR
-		}
-	}
-	fi, err := u.root.Lstat(name)
-	if err != nil {
-		return nil
-	}
-	switch {
-	case policy == conflictReject:
-		return fs.ErrExist
-	case policy == conflictOverwrite && fi.IsDir():
-		return syscall.EISDIR
-	}
-	return nil
 }
