@@ -156,11 +156,11 @@ func (u *uploadRoot) newBatch(policy string, fsync bool) *batch {
 
 // plan decides where each of names goes, or refuses the whole batch with
 // the index of the first name in conflict. A name conflicts when a folder
-// it needs is a file (on disk, or another name of the batch), under every
-// policy; when its place is a folder (on disk, or one another name needs),
-// unless rename gives it another name; under reject, when its place is
-// taken at all, also by another name of the batch. Under overwrite, a name
-// given twice is stored twice and the later file wins.
+// it needs is a file on disk, under every policy; when its place is a
+// folder (on disk, or one that another name of the batch needs), unless
+// rename gives it another name; under reject, when its place is taken at
+// all, also by another name of the batch. Under overwrite, a name given
+// twice is stored twice and the later file wins.
 func (b *batch) plan(names []string) (int, error) {
 	folders := map[string]bool{}
 	for _, n := range names {
