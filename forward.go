@@ -149,9 +149,9 @@ func (h *Handler) publishTus(info *tusInfo, tmp string) (string, error) {
 
 // announceTus tells the app, in forward mode, of a completed resumable
 // upload: a POST to {prefix} with the JSON of the stored file, as for a
-// standard upload. A refusal removes the file; the app's answer is then
-// what the client of the completing request gets, and announceTus reports
-// true.
+// standard upload. A refusal takes the file back (the one it replaced
+// returns, see publishTus); the app's answer is then what the client of the
+// completing request gets, and announceTus reports true.
 func (h *Handler) announceTus(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, info *tusInfo) (bool, error) {
 	fields := map[string][]string{}
 	for k, v := range info.Metadata {
