@@ -145,9 +145,10 @@ type batch struct {
 
 // placed is one file a batch moved in, with what it takes to undo it.
 type placed struct {
-	name   string   // where it is stored
-	backup string   // the file it replaced, linked aside; "" if none
-	dirs   []string // the folders created for it, outermost first
+	name   string      // where it is stored
+	file   fs.FileInfo // what it stored there, to tell it from a later file
+	backup string      // the file it replaced, linked aside; "" if none
+	dirs   []string    // the folders created for it, outermost first
 }
 
 func (u *uploadRoot) newBatch(policy string, fsync bool) *batch {
@@ -271,6 +272,7 @@ func (b *batch) put(i int, tmp string) (string, error) {
 		// The link is in place; the temp name is no longer needed.
 		_ = b.u.root.Remove(tmp)
 	}
+	p.file, _ = b.u.root.Lstat(p.name)
 	b.done = append(b.done, p)
 	if b.fsync {
 		if err := b.u.syncDir(dir); err != nil {
@@ -299,13 +301,21 @@ func (u *uploadRoot) setAside(name string) (string, error) {
 	return "", err
 }
 
-// undo takes back what the batch did, the last file first.
+// undo takes back what the batch did, the last file first. A file that
+// another request has put in the place since (while the app was asked, in
+// forward mode) is the newer one and stays.
 func (b *batch) undo() {
 	for i := len(b.done) - 1; i >= 0; i-- {
 		p := b.done[i]
-		if p.backup != "" {
+		cur, err := b.u.root.Lstat(p.name)
+		switch {
+		case err != nil || p.file == nil || !os.SameFile(cur, p.file):
+			if p.backup != "" {
+				_ = b.u.root.Remove(p.backup)
+			}
+		case p.backup != "":
 			_ = b.u.root.Rename(p.backup, p.name)
-		} else {
+		default:
 			_ = b.u.root.Remove(p.name)
 		}
 		b.u.removeDirs(p.dirs)

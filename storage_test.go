@@ -253,3 +253,32 @@ func TestForwardRefusalGivesBack(t *testing.T) {
 		t.Fatalf("left in the private folder: %d entries", len(entries))
 	}
 }
+
+// TestForwardRefusalKeepsNewerFile: while the app is asked about an upload
+// that overwrote c.txt, another upload replaces c.txt; the app's refusal of
+// the first then leaves the newer file alone.
+func TestForwardRefusalKeepsNewerFile(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	if err := os.WriteFile(filepath.Join(root, "c.txt"), []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	url := serveHandler(t, &Handler{Root: root, Mode: modeForward}, func(w http.ResponseWriter, r *http.Request) error {
+		// Another request's upload lands meanwhile (a temp file renamed in).
+		tmp := filepath.Join(root, reservedDir, "other")
+		if err := os.WriteFile(tmp, []byte("newer"), 0o644); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, filepath.Join(root, "c.txt")); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusConflict)
+		return nil
+	})
+	res, body := postTo(t, url+"/_upload", nil, part{name: "c.txt", data: []byte("refused")}, part{name: "d/e.txt", data: []byte("e")})
+	if res.StatusCode != http.StatusConflict {
+		t.Fatalf("the app's refusal is not passed back: %d %q", res.StatusCode, body)
+	}
+	assertTree(t, root, map[string]string{"c.txt": "file:newer"})
+	assertNoTemps(t, root)
+}
