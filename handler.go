@@ -411,6 +411,10 @@ func (u *upload) receiveField(part *formstream.Part) error {
 		return errInvalidRequest.with(nil, "more than %d form fields", maxFields)
 	}
 	room := u.h.MaxFieldsSize - u.fieldBytes - int64(len(name))
+	tooLarge := errFieldsTooLarge.with(nil, "the text fields are larger than %d bytes in all", u.h.MaxFieldsSize)
+	if room < 0 {
+		return tooLarge // the name alone: many empty fields with long names
+	}
 	value := new(strings.Builder)
 	for {
 		chunk, err := part.Chunk()
@@ -425,7 +429,7 @@ func (u *upload) receiveField(part *formstream.Part) error {
 			return errRequestTooLarge.with(nil, "form field %q is larger than 1 MiB", name)
 		}
 		if int64(n) > room {
-			return errFieldsTooLarge.with(nil, "the text fields are larger than %d bytes in all", u.h.MaxFieldsSize)
+			return tooLarge
 		}
 		if value.Cap()-value.Len() < len(chunk) {
 			// Exactly the room needed, not the doubling of append: a value

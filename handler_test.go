@@ -174,9 +174,14 @@ func TestFieldsBounded(t *testing.T) {
 		res, body := postTo(t, url+"/_upload", http.Header{"X-Progress-Id": {"f1"}},
 			part{field: "a", value: "12"}, part{field: "b", value: "<&>"}, part{field: "a", value: ""})
 		assertAnswer(t, res, body, http.StatusCreated, `{"upload_id":"f1","files":[],"fields":{"a":["12",""],"b":["\u003c\u0026\u003e"]}}`)
-		res, body = postTo(t, url+"/_upload", nil, part{field: "a", value: "12"}, part{field: "b", value: "<&>"}, part{field: "c", value: "xyz"})
-		assertAnswer(t, res, body, http.StatusRequestEntityTooLarge,
-			`{"detail":"the text fields are larger than 10 bytes in all","code":"fields-too-large"}`)
+		for _, parts := range [][]part{
+			{{field: "a", value: "12"}, {field: "b", value: "<&>"}, {field: "c", value: "xyz"}},
+			{{field: "a", value: "12"}, {field: "b", value: "<&>"}, {field: "long-name"}}, // names count too
+		} {
+			res, body = postTo(t, url+"/_upload", nil, parts...)
+			assertAnswer(t, res, body, http.StatusRequestEntityTooLarge,
+				`{"detail":"the text fields are larger than 10 bytes in all","code":"fields-too-large"}`)
+		}
 	})
 }
 
