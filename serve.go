@@ -102,7 +102,10 @@ func (s storedFS) Open(name string) (fs.File, error) {
 		return nil, err
 	}
 	f, err := s.u.root.Open(rel)
-	return f, s.hide("open", name, err)
+	if err != nil {
+		return nil, s.hide("open", name, err)
+	}
+	return f, nil
 }
 
 // Stat describes the file that Open would open.
