@@ -798,6 +798,16 @@ func (p *Part) Chunk() ([]byte, error) {
 	return p.next(true, math.MaxInt)
 }
 
+// ChunkNow is Chunk without waiting for the buffer to fill: it returns
+// the data already buffered, and reads more input only when no data of the
+// part is buffered. So when it reads, every byte read before has been
+// handed out, but a tail (shorter than the delimiter) that may begin the
+// delimiter. A reader that must look at each byte before the next is
+// read, as track mode does, uses it.
+func (p *Part) ChunkNow() ([]byte, error) {
+	return p.next(false, math.MaxInt)
+}
+
 // Read reads the part's data; it returns io.EOF at its end.
 func (p *Part) Read(b []byte) (int, error) {
 	if len(b) == 0 {
