@@ -438,7 +438,7 @@ func (h *Handler) tusWrite(w http.ResponseWriter, r *http.Request, next caddyhtt
 	entry := h.tusEntry(r, info)
 	metrics.inFlight.WithLabelValues(kindTus).Inc()
 	defer metrics.inFlight.WithLabelValues(kindTus).Dec()
-	body := &bodyReader{r: r.Body, ctl: ctl, also: entry.counter}
+	body := &bodyReader{r: r.Body, ctl: ctl, also: entry.counter, declared: r.ContentLength}
 	err = h.tusAppend(info, body, checksum, entry.counter)
 	metrics.bytes.WithLabelValues(kindTus).Add(float64(body.n.Load()))
 	if err != nil {

@@ -163,7 +163,7 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddy
 	}
 	u := &upload{
 		h:      h,
-		body:   &bodyReader{r: r.Body, limit: h.MaxRequestSize},
+		body:   &bodyReader{r: r.Body, limit: h.MaxRequestSize, declared: r.ContentLength},
 		fields: map[string][]string{},
 	}
 	defer u.discard()
@@ -267,6 +267,11 @@ func (u *upload) run(r *http.Request) error {
 	}
 	if err := u.receive(formstream.NewReader(u.body, params["boundary"], 0)); err != nil {
 		return err
+	}
+	// Complete only at the body's end: one that stops before its length
+	// after the close delimiter is incomplete (RFC 9112, section 6.3).
+	if err := u.body.rest(); err != nil {
+		return u.readError(err, "")
 	}
 	return u.commit()
 }
