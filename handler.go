@@ -33,10 +33,14 @@ const (
 const reflexArgsField = "__reflex_event_args"
 
 // ServeHTTP routes the requests under the prefix and passes on the rest.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) (err error) {
 	rest, ok := h.underPrefix(r.URL.Path)
 	if !ok {
 		return next.ServeHTTP(w, r)
+	}
+	w, guard := guardExpect(w, r)
+	if guard != nil {
+		defer func() { guard.handlerDone(err) }()
 	}
 	if h.cors(w, r) {
 		return nil // a preflight, answered

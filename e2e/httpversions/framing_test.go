@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -55,6 +56,69 @@ func (c *rawConn) response(t *testing.T, d time.Duration) (*http.Response, []byt
 		t.Fatalf("reading the answer's body: %v", err)
 	}
 	return res, body
+}
+
+// assertClosed checks that the server closes the connection within d.
+func (c *rawConn) assertClosed(t *testing.T, d time.Duration) {
+	t.Helper()
+	c.conn.SetReadDeadline(time.Now().Add(d))
+	n, err := c.br.Read(make([]byte, 1))
+	var ne net.Error
+	if n > 0 || !(errors.Is(err, io.EOF) || errors.As(err, &ne) && !ne.Timeout()) {
+		t.Fatalf("the connection is still open %v after the answer (read %d bytes, %v)", d, n, err)
+	}
+}
+
+// TestExpectContinueRefused: a request with "Expect: 100-continue" that is
+// refused before its body is answered at once, without asking for the body,
+// with "Connection: close", and the connection is closed: for every upload
+// kind that can refuse before reading.
+func TestExpectContinueRefused(t *testing.T) {
+	s := startSite(t)
+	loc := tusCreate(t, s, 1000)
+	const multipartType = "Content-Type: multipart/form-data; boundary=xyz\r\n"
+	const tus = "Tus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\n"
+	cases := []struct {
+		name   string
+		head   string // request line and headers but Host, Expect and the blank line
+		status int
+		code   string
+	}{
+		{"standard upload, not multipart", "POST /store HTTP/1.1\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n",
+			http.StatusBadRequest, "invalid-request"},
+		{"standard upload over max_request_size", "POST /store HTTP/1.1\r\n" + multipartType + fmt.Sprintf("Content-Length: %d\r\n", maxRequestSize+1),
+			http.StatusRequestEntityTooLarge, "request-too-large"},
+		{"track, not multipart", "POST /track HTTP/1.1\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n",
+			http.StatusBadRequest, "invalid-request"},
+		{"track over max_request_size", "POST /track HTTP/1.1\r\n" + multipartType + fmt.Sprintf("Content-Length: %d\r\n", maxRequestSize+1),
+			http.StatusRequestEntityTooLarge, "request-too-large"},
+		{"tus creation-with-upload over max_size", "POST /store/.uploads HTTP/1.1\r\n" + tus +
+			fmt.Sprintf("Upload-Length: %d\r\nContent-Length: %d\r\nUpload-Metadata: filename %s\r\n", maxSize+1, maxSize+1, b64("big.bin")),
+			http.StatusRequestEntityTooLarge, "file-too-large"},
+		{"tus creation-with-upload longer than Upload-Length", "POST /store/.uploads HTTP/1.1\r\n" + tus +
+			fmt.Sprintf("Upload-Length: 10\r\nContent-Length: 11\r\nUpload-Metadata: filename %s\r\n", b64("ten.bin")),
+			http.StatusRequestEntityTooLarge, "file-too-large"},
+		{"tus PATCH at the wrong offset", "PATCH " + loc + " HTTP/1.1\r\n" + tus + "Upload-Offset: 5\r\nContent-Length: 995\r\n",
+			http.StatusConflict, "offset-mismatch"},
+		{"tus PATCH not offset+octet-stream", "PATCH " + loc + " HTTP/1.1\r\nTus-Resumable: 1.0.0\r\nContent-Type: text/plain\r\nUpload-Offset: 0\r\nContent-Length: 1000\r\n",
+			http.StatusUnsupportedMediaType, "invalid-content-type"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dialRaw(t, s.plain)
+			c.write(t, []byte(tc.head+"Host: localhost\r\nExpect: 100-continue\r\n\r\n"))
+			res, body := c.response(t, 3*time.Second)
+			assertError(t, res, body, tc.status, tc.code)
+			if !res.Close { // ReadResponse takes "Connection: close" out of the header
+				t.Fatalf("the answer does not say Connection: close: %v", res.Header)
+			}
+			c.assertClosed(t, 3*time.Second)
+		})
+	}
+	// The tus upload the PATCHes were refused for is untouched.
+	if off := tusOffset(t, s, loc); off != 0 {
+		t.Fatalf("the upload is at offset %d after refused PATCHes; want 0", off)
+	}
 }
 
 // TestShortBody: a body that ends before its Content-Length (the client
