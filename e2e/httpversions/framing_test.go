@@ -124,12 +124,12 @@ func TestExpectContinueRefused(t *testing.T) {
 // TestShortBody: a body that ends before its Content-Length (the client
 // half-closes over HTTP/1.1, or ends its stream over HTTP/3) is incomplete:
 // a standard upload is refused 400 and stores nothing, even when its close
-// delimiter arrived; a tus PATCH keeps what arrived (it can resume) but does
-// not answer success.
+// delimiter arrived; in track mode the app never sees that body end; a tus
+// PATCH keeps what arrived (it can resume) but does not answer success.
 func TestShortBody(t *testing.T) {
 	s := startSite(t)
 	data := bytes.Repeat([]byte("d"), 5000)
-	body, ctype, _ := multipartBody(t, filePart{"short.bin", data})
+	body, ctype, boundary := multipartBody(t, filePart{"short.bin", data})
 	declared := len(body) + 10
 
 	// send sends body with Content-Length declared over HTTP/1.1 (then
@@ -168,6 +168,16 @@ func TestShortBody(t *testing.T) {
 			for _, f := range filesUnder(t, filepath.Join(s.root, "store")) {
 				if !strings.HasPrefix(f, ".uploads/tus/") { // the tus uploads of the cases below
 					t.Fatalf("a short body left %s", f)
+				}
+			}
+		})
+		t.Run(proto+"/track", func(t *testing.T) {
+			tag := "short-" + proto
+			res, answer := send(t, proto, http.MethodPost, "/track", http.Header{"Content-Type": {ctype}, testHeader: {tag}}, body)
+			assertError(t, res, answer, http.StatusBadRequest, "invalid-request")
+			for _, g := range s.app.received(t, tag) {
+				if g.complete || bytes.Contains(g.body, []byte("--"+boundary+"--")) {
+					t.Fatalf("the app saw the short body end: %s", describe([]appRequest{g}, len(body)))
 				}
 			}
 		})
