@@ -21,3 +21,19 @@ func (l *Locker) StopRenewing(held lock.Lock) {
 	l.stopped[held.(*redisLock)] = struct{}{}
 	l.mu.Unlock()
 }
+
+// Deafen makes the Progress ignore cancel messages, as an instance whose
+// subscription missed them: its uploads learn of a cancel only from the
+// flag, at their next write.
+func (p *Progress) Deafen() {
+	p.mu.Lock()
+	p.deaf = true
+	p.mu.Unlock()
+}
+
+// Watchers is how many keys have watchers here.
+func (p *Progress) Watchers() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.watches)
+}

@@ -1,5 +1,6 @@
 // Package redisstate keeps the state that several Caddy instances share in
-// Redis: for now the one-writer lock of resumable uploads (a lock.Locker).
+// Redis: the one-writer lock of resumable uploads (a lock.Locker) and the
+// progress registry (a progress.Registry: progress, retention, cancel).
 //
 // Redis 7, one node (or a primary with replicas); the scripts touch keys of
 // more than one upload, so Redis Cluster is not supported.
