@@ -336,3 +336,30 @@ func waitFor(t *testing.T, r progress.Registry, key progress.Key, cond func(prog
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// The cancel message alone stops the request: with writes (and so flag
+// reads) ten seconds apart, the cancel still lands at once.
+func TestProgressCancelByMessage(t *testing.T) {
+	addr := enginetest.Redis(t)
+	slow := redisstate.ProgressOptions{Lease: time.Minute, WriteInterval: 10 * time.Second}
+	a, c := newProgress(t, addr, "p:", slow), newProgress(t, addr, "p:", slow)
+	ctx := context.Background()
+	key := progress.Key{ID: "by-message"}
+	cancelledAt := make(chan time.Time, 1)
+	up, err := a.Start(ctx, key, progress.Begin{Kind: progress.KindMultipart, Size: -1,
+		Cancel: func(error) { cancelledAt <- time.Now() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Finish(ctx, progress.End{State: progress.StateCancelled})
+	sent := time.Now()
+	if err := c.Cancel(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case at := <-cancelledAt:
+		t.Logf("cancel by message alone: %v", at.Sub(sent))
+	case <-time.After(time.Second):
+		t.Fatal("the cancel message did not reach the request within 1s")
+	}
+}
