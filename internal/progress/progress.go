@@ -180,7 +180,8 @@ type Upload interface {
 	// Finish records how the upload ended, with the bytes received frozen
 	// at the counter's value, and ends the request's part. The first end
 	// counts: an upload that has ended already (expired meanwhile) is left
-	// as it is.
+	// as it is. It records the end even when ctx has ended already (the
+	// context of a cancelled request): only ctx's values are used.
 	Finish(ctx context.Context, end End) error
 }
 

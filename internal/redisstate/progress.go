@@ -696,6 +696,8 @@ func (u *redisUpload) Finish(ctx context.Context, end progress.End) error {
 	retention, maxFinished := p.retention, p.maxFinished
 	p.mu.Unlock()
 	files := progress.FilesOf(end.Files)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.lease/3)
+	defer cancel()
 	err := finishScript.Run(ctx, p.client,
 		[]string{p.recordKey(l.rid), p.key("progress:finished"), p.tusKey(l.key.ID)},
 		l.gen, end.State, end.Status, end.Code, string(files), l.counter.Load(), p.now().UnixNano(),

@@ -165,6 +165,24 @@ func Run(t *testing.T, newRegistry func(t *testing.T) progress.Registry) {
 		mp.Finish(ctx, progress.End{State: progress.StateDone})
 	})
 
+	t.Run("finish with the context of a cancelled request", func(t *testing.T) {
+		a, b := newRegistry(t), newRegistry(t)
+		key := progress.Key{ID: "gone"}
+		reqCtx, cancel := context.WithCancelCause(ctx)
+		up := mustStart(t, a, key, progress.Begin{Kind: progress.KindMultipart, Size: -1, Cancel: cancel})
+		if err := b.Cancel(ctx, key); err != nil {
+			t.Fatal(err)
+		}
+		<-up.Cancelled()
+		waitClosed(t, reqCtx.Done(), "cancel")
+		if err := up.Finish(reqCtx, progress.End{State: progress.StateCancelled, Status: 409, Code: "upload-cancelled"}); err != nil {
+			t.Fatalf("Finish: %v", err)
+		}
+		if s := mustLookup(t, b, key); s.State != progress.StateCancelled {
+			t.Errorf("after Finish with an ended context: %+v", s)
+		}
+	})
+
 	t.Run("finish: the first end counts", func(t *testing.T) {
 		a := newRegistry(t)
 		key := progress.Key{ID: "twice"}
