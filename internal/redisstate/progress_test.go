@@ -363,3 +363,33 @@ func TestProgressCancelByMessage(t *testing.T) {
 		t.Fatal("the cancel message did not reach the request within 1s")
 	}
 }
+
+// An upload expired by another instance's sweeper is no longer in flight
+// at the instance receiving it: its Done closes at the next write, and its
+// Finish changes nothing.
+func TestProgressExpireReachesWriter(t *testing.T) {
+	addr := enginetest.Redis(t)
+	a, b := newProgress(t, addr, "p:", redisstate.ProgressOptions{}), newProgress(t, addr, "p:", redisstate.ProgressOptions{})
+	ctx := context.Background()
+	key := progress.Key{Owner: "o", ID: "stale"}
+	up, err := a.Attach(ctx, key, progress.Begin{Kind: progress.KindTus, Size: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up.Counter().Store(3)
+	if err := b.Expire(ctx, "stale"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-up.Done():
+	case <-time.After(time.Second):
+		t.Fatal("Done not closed within 1s of the expiry at another instance")
+	}
+	if n := len(a.Local(progress.KindTus)); n != 0 {
+		t.Errorf("%d local uploads after the expiry", n)
+	}
+	up.Finish(ctx, progress.End{State: progress.StateDone})
+	if s, _, _ := b.Lookup(ctx, key); s.State != progress.StateError || s.Code != "upload-expired" {
+		t.Errorf("after the expiry and a late Finish: %+v", s)
+	}
+}
