@@ -66,6 +66,13 @@ func (m *Memory) SetClock(now func() time.Time) {
 	m.now = now
 }
 
+// Now reads the clock.
+func (m *Memory) Now() time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.now()
+}
+
 // Configure implements Registry.
 func (m *Memory) Configure(retention time.Duration, maxFinished int) {
 	if retention <= 0 {

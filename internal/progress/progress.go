@@ -161,7 +161,9 @@ type Registry interface {
 	Close() error
 }
 
-// An Upload is one request's part in an upload in flight.
+// An Upload is one request's part in an upload in flight. Every Upload
+// that Start or Attach returns ends with Finish or Leave: until then a
+// shared registry keeps renewing the upload's record for the request.
 type Upload interface {
 	Key() Key
 	Kind() string

@@ -153,12 +153,16 @@ redis.call('DEL', KEYS[1])
 return n`)
 
 	// cancelScript sets the cancel flag of an upload in flight and says so:
-	// KEYS record; ARGV cancel channel, changed channel, rid. It returns 0
-	// for no upload, 2 for a finished one, else 1.
+	// KEYS record; ARGV cancel channel, changed channel, rid, the end time
+	// (Unix ns) at or before which a finished upload counts as forgotten.
+	// It returns 0 for no upload, 2 for a finished one, else 1.
 	cancelScript = redis.NewScript(`
-local f = redis.call('HMGET', KEYS[1], 'state', 'gen')
+local f = redis.call('HMGET', KEYS[1], 'state', 'gen', 'at')
 if not f[1] then return 0 end
-if f[1] ~= 'uploading' then return 2 end
+if f[1] ~= 'uploading' then
+  if tonumber(f[3]) <= tonumber(ARGV[4]) then return 0 end
+  return 2
+end
 redis.call('HSET', KEYS[1], 'cancelled', '1')
 redis.call('PUBLISH', ARGV[1], ARGV[3] .. ' ' .. f[2])
 redis.call('PUBLISH', ARGV[2], ARGV[3])
@@ -376,6 +380,9 @@ func (p *Progress) Lookup(ctx context.Context, key progress.Key) (progress.Snaps
 		return n
 	}
 	started, at := time.Unix(0, num("started")), time.Unix(0, num("at"))
+	if progress.Final(m["state"]) && p.forgotten(at) {
+		return progress.Snapshot{}, false, nil // its TTL is about to end it
+	}
 	s := progress.Snapshot{
 		ID:        key.ID,
 		Kind:      m["kind"],
@@ -391,6 +398,17 @@ func (p *Progress) Lookup(ctx context.Context, key progress.Key) (progress.Snaps
 	}
 	s.Speed = progress.Speed(s.Received, started, at)
 	return s, true, nil
+}
+
+// forgotten reports whether an upload that ended at the given time is past
+// retention by the registry's clock. The record's TTL bounds Redis's memory
+// in real time; this check makes a replaced clock (tests) forget as Memory
+// does. Instances whose clocks differ forget by as much earlier or later.
+func (p *Progress) forgotten(ended time.Time) bool {
+	p.mu.Lock()
+	retention := p.retention
+	p.mu.Unlock()
+	return !ended.After(p.now().Add(-retention))
 }
 
 // Watch implements progress.Registry: the signal comes with the change
@@ -422,8 +440,11 @@ func (p *Progress) Watch(key progress.Key) (<-chan struct{}, func()) {
 // the message reads the flag at its next write.
 func (p *Progress) Cancel(ctx context.Context, key progress.Key) error {
 	r := rid(key)
+	p.mu.Lock()
+	retention := p.retention
+	p.mu.Unlock()
 	n, err := cancelScript.Run(ctx, p.client, []string{p.recordKey(r)},
-		p.key("progress:cancel"), p.key("progress:changed"), r).Int64()
+		p.key("progress:cancel"), p.key("progress:changed"), r, p.now().Add(-retention).UnixNano()).Int64()
 	switch {
 	case err != nil:
 		return fmt.Errorf("cancelling upload %s: %w", key.ID, err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -391,5 +392,65 @@ func TestProgressExpireReachesWriter(t *testing.T) {
 	up.Finish(ctx, progress.End{State: progress.StateDone})
 	if s, _, _ := b.Lookup(ctx, key); s.State != progress.StateError || s.Code != "upload-expired" {
 		t.Errorf("after the expiry and a late Finish: %+v", s)
+	}
+}
+
+// fakeClock is a clock that moves only when told.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// Retention follows the registry's clock too, as Memory's does (the TTL
+// bounds Redis's memory in real time).
+func TestProgressRetentionClock(t *testing.T) {
+	addr := enginetest.Redis(t)
+	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	o := redisstate.ProgressOptions{Retention: 30 * time.Second, Now: clock.Now}
+	a, b := newProgress(t, addr, "p:", o), newProgress(t, addr, "p:", o)
+	ctx := context.Background()
+	key := progress.Key{ID: "clocked"}
+	up, err := a.Start(ctx, key, progress.Begin{Kind: progress.KindMultipart, Size: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(2 * time.Second)
+	up.Counter().Store(100)
+	up.Finish(ctx, progress.End{State: progress.StateDone})
+	for _, tc := range []struct {
+		advance time.Duration
+		held    bool
+	}{
+		{0, true},
+		{30*time.Second - time.Millisecond, true},
+		{time.Millisecond, false}, // at retention
+	} {
+		clock.Advance(tc.advance)
+		s, ok, err := b.Lookup(ctx, key)
+		if err != nil || ok != tc.held {
+			t.Fatalf("%v after the end: held %v (%+v, %v), want %v", clock.Now().Sub(time.Date(2026, 1, 1, 0, 0, 2, 0, time.UTC)), ok, s, err, tc.held)
+		}
+		if ok && s.Speed != 50 {
+			t.Errorf("speed %d, want 50 (100 bytes in 2s)", s.Speed)
+		}
+		wantCancel := map[bool]error{true: progress.ErrFinished, false: progress.ErrNotFound}[tc.held]
+		if err := b.Cancel(ctx, key); !errors.Is(err, wantCancel) {
+			t.Errorf("Cancel: %v, want %v", err, wantCancel)
+		}
+	}
+	if ttl, _ := rawClient(t, addr).PTTL(ctx, "p:progress:up::clocked").Result(); ttl <= 0 {
+		t.Errorf("the record's TTL %v; the real-time TTL still bounds it", ttl)
 	}
 }
