@@ -194,6 +194,31 @@ type ProgressOptions struct {
 // WriteInterval (so readers elsewhere see the count as of the last write).
 // One subscription per Progress carries cancel messages to the requests
 // here, and change messages to the watchers here.
+//
+// What it keeps, and for how long:
+//   - A record is in flight with the lease as its TTL while a request
+//     receives it; the receiving instance renews it at every write. An
+//     instance that dies stops renewing, so its uploads' records go within
+//     a lease: a reader then answers "starting" (or, for a resumable
+//     upload, what its store says), and the id is free again. They do not
+//     stay "uploading" forever, nor turn to "error": nobody is left to say
+//     how they ended.
+//   - A resumable upload between requests (Leave) keeps its record for
+//     Idle, so that progress, the busy id, Expire and a cancel still find
+//     it until its next PATCH, at any instance.
+//   - A finished record stays for the retention (its TTL, and by the
+//     registry's clock for Lookup and Cancel); beyond MaxFinished the
+//     oldest go first (a sorted set by end time, kept with the retention
+//     as its TTL). With every upload finished and past retention, no
+//     progress key is left.
+//   - A cancel sets a flag in the record and sends a message: the instance
+//     receiving the upload stops its request at once, or at its next write
+//     (WriteInterval) when it missed the message.
+//
+// Limits: one Redis node (the scripts touch several keys, so Redis Cluster
+// is not supported); Configure applies to the instance it is called on; if
+// Redis is unreachable for longer than a lease, uploads in flight go on but
+// their records are gone, and they are no longer counted in Local.
 type Progress struct {
 	client   redis.UniversalClient
 	prefix   string
