@@ -1,0 +1,447 @@
+package s3store
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+)
+
+// cleanupTimeout bounds the requests that undo a failed or aborted write.
+const cleanupTimeout = 30 * time.Second
+
+// copyPartSize is the range of one UploadPartCopy when a staged object is
+// copied under its final name (S3 allows 5 MiB to 5 GiB).
+const copyPartSize = 1 << 30
+
+// Policy says what Commit does when an object has the key already.
+type Policy int
+
+const (
+	// Overwrite replaces the object (a reader sees the old one or the new
+	// one, never a mix).
+	Overwrite Policy = iota
+	// Reject commits only when no object has the key (If-None-Match: *)
+	// and returns ErrExists otherwise.
+	Reject
+)
+
+// WriterOptions shape a Writer.
+type WriterOptions struct {
+	// Key, when set, is the one name (relative to the store) that Commit
+	// accepts: a large object's multipart upload is made under it and
+	// completes in place, with no copy. Leave it empty when the name may
+	// still change, as under a rename policy: a large object's parts then
+	// go to a private staging object and each Commit copies it server-side
+	// (UploadPartCopy) under the name it is given, so that trying the next
+	// name after ErrExists re-sends nothing.
+	Key string
+	// ContentType is stored with the object; empty means none.
+	ContentType string
+}
+
+// Writer streams one object of unknown length into the store. Bytes spool
+// into a local temp file of one part; each full part is uploaded from the
+// file, so memory per writer stays small whatever the object's size. An
+// object of at most one part is stored with one PutObject and no multipart
+// upload. Nothing is visible under the final name until Commit succeeds;
+// Abort, a failed request and a cancelled context undo everything: the
+// multipart upload is aborted, the staging object and the spool removed.
+//
+// A Writer reports its size; a caller that wants a hash writes through an
+// io.MultiWriter beside it. It is not safe for concurrent use.
+type Writer struct {
+	s    *Store
+	ctx  context.Context
+	opts WriterOptions
+
+	spool *os.File // nil once removed
+	fill  int64    // bytes in the spool
+	size  int64    // bytes written in all
+
+	key      string // the multipart upload's key (full key)
+	uploadID string
+	parts    []types.CompletedPart
+	staged   bool // the staging object exists (key is its key)
+
+	err    error // the first failure; the writer is undone then
+	closed bool
+}
+
+// NewWriter starts a writer. ctx bounds every request of the writer (part
+// uploads and Commit): its cancellation aborts the write.
+func (s *Store) NewWriter(ctx context.Context, opts WriterOptions) (*Writer, error) {
+	if opts.Key != "" && isPrivate(opts.Key) {
+		return nil, fmt.Errorf("s3: %q is in the private folder", opts.Key)
+	}
+	f, err := os.CreateTemp(s.tempDir, "s3part-*")
+	if err != nil {
+		return nil, fmt.Errorf("s3: spool file: %w", err)
+	}
+	return &Writer{s: s, ctx: ctx, opts: opts, spool: f}, nil
+}
+
+// Size is the number of bytes written so far.
+func (w *Writer) Size() int64 { return w.size }
+
+// Write spools p, uploading each part the spool fills.
+func (w *Writer) Write(p []byte) (int, error) {
+	if err := w.usable(); err != nil {
+		return 0, err
+	}
+	n := 0
+	for len(p) > 0 {
+		if w.fill == w.s.partSize {
+			// The spool holds a whole part and more bytes follow: it is not
+			// the last part, so it goes now.
+			if err := w.uploadSpool(); err != nil {
+				return n, w.fail(err)
+			}
+		}
+		chunk := p[:min(int64(len(p)), w.s.partSize-w.fill)]
+		m, err := w.spool.WriteAt(chunk, w.fill)
+		w.fill += int64(m)
+		w.size += int64(m)
+		n += m
+		if err != nil {
+			return n, w.fail(fmt.Errorf("s3: spool: %w", err))
+		}
+		p = p[m:]
+	}
+	return n, nil
+}
+
+// usable says why the writer cannot be used, nil when it can.
+func (w *Writer) usable() error {
+	if w.err != nil {
+		return w.err
+	}
+	if w.closed {
+		return ErrClosed
+	}
+	if err := w.ctx.Err(); err != nil {
+		return w.fail(context.Cause(w.ctx))
+	}
+	return nil
+}
+
+// uploadSpool uploads the spool as the next part, starting the multipart
+// upload with the first one, and empties the spool.
+func (w *Writer) uploadSpool() error {
+	if w.uploadID == "" {
+		if w.opts.Key != "" {
+			w.key = w.s.Key(w.opts.Key)
+		} else {
+			w.key = w.s.Key(stagingDir + randomID())
+		}
+		in := &s3.CreateMultipartUploadInput{Bucket: &w.s.bucket, Key: &w.key}
+		if w.opts.ContentType != "" {
+			in.ContentType = &w.opts.ContentType
+		}
+		out, err := w.s.client.CreateMultipartUpload(w.ctx, in)
+		if err != nil {
+			return fmt.Errorf("s3: starting the multipart upload: %w", err)
+		}
+		w.uploadID = *out.UploadId
+	}
+	if len(w.parts) == maxParts {
+		return fmt.Errorf("s3: more than %d parts of %d bytes", maxParts, w.s.partSize)
+	}
+	num := int32(len(w.parts) + 1)
+	out, err := w.s.client.UploadPart(w.ctx, &s3.UploadPartInput{
+		Bucket:        &w.s.bucket,
+		Key:           &w.key,
+		UploadId:      &w.uploadID,
+		PartNumber:    &num,
+		ContentLength: aws.Int64(w.fill),
+		Body:          io.NewSectionReader(w.spool, 0, w.fill),
+	})
+	if err != nil {
+		return fmt.Errorf("s3: uploading part %d: %w", num, err)
+	}
+	w.parts = append(w.parts, types.CompletedPart{ETag: out.ETag, PartNumber: &num})
+	w.fill = 0
+	return nil
+}
+
+// Commit makes the object visible under name (relative to the store)
+// under policy. On success the writer is closed.
+//
+// ErrExists (Reject, an object has the name) leaves the writer open when
+// it can commit elsewhere without the bytes again: when it was made
+// without WriterOptions.Key (the caller tries its next name, then Aborts
+// if it gives up). A writer made with a Key is undone then, as on any
+// other error.
+func (w *Writer) Commit(name string, policy Policy) error {
+	if err := w.usable(); err != nil {
+		return err
+	}
+	if isPrivate(name) {
+		return fmt.Errorf("s3: %q is in the private folder", name)
+	}
+	if w.opts.Key != "" && name != w.opts.Key {
+		return fmt.Errorf("s3: writer made for %q cannot commit %q", w.opts.Key, name)
+	}
+	key := w.s.Key(name)
+	var err error
+	switch {
+	case w.staged || (w.uploadID != "" && w.opts.Key == ""):
+		err = w.stage()
+		if err == nil {
+			err = w.copyStaged(key, policy)
+		}
+	case w.uploadID != "":
+		err = w.complete(policy)
+	default:
+		err = w.put(key, policy)
+	}
+	if errors.Is(err, ErrExists) && w.opts.Key == "" {
+		return err
+	}
+	if err != nil {
+		return w.fail(err)
+	}
+	w.finish()
+	return nil
+}
+
+// put stores the spool, the whole object, with one PutObject.
+func (w *Writer) put(key string, policy Policy) error {
+	in := &s3.PutObjectInput{
+		Bucket:        &w.s.bucket,
+		Key:           &key,
+		ContentLength: aws.Int64(w.fill),
+		Body:          io.NewSectionReader(w.spool, 0, w.fill),
+	}
+	if w.opts.ContentType != "" {
+		in.ContentType = &w.opts.ContentType
+	}
+	if policy == Reject {
+		in.IfNoneMatch = aws.String("*")
+	}
+	if _, err := w.s.client.PutObject(w.ctx, in); err != nil {
+		if isPrecondition(err) {
+			return ErrExists
+		}
+		return fmt.Errorf("s3: storing the object: %w", err)
+	}
+	return nil
+}
+
+// uploadLast uploads what is left in the spool as the last part and
+// removes the spool.
+func (w *Writer) uploadLast() error {
+	if w.fill > 0 {
+		if err := w.uploadSpool(); err != nil {
+			return err
+		}
+	}
+	w.removeSpool()
+	return nil
+}
+
+// completeUpload completes the multipart upload under policy.
+func (w *Writer) completeUpload(policy Policy) error {
+	in := &s3.CompleteMultipartUploadInput{
+		Bucket:          &w.s.bucket,
+		Key:             &w.key,
+		UploadId:        &w.uploadID,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: w.parts},
+	}
+	if policy == Reject {
+		in.IfNoneMatch = aws.String("*")
+	}
+	if _, err := w.s.client.CompleteMultipartUpload(w.ctx, in); err != nil {
+		if isPrecondition(err) {
+			// The multipart upload stays open; fail (or Abort) aborts it.
+			return ErrExists
+		}
+		return fmt.Errorf("s3: completing the multipart upload: %w", err)
+	}
+	w.uploadID = ""
+	return nil
+}
+
+// complete finishes a multipart upload made under the final key.
+func (w *Writer) complete(policy Policy) error {
+	if err := w.uploadLast(); err != nil {
+		return err
+	}
+	return w.completeUpload(policy)
+}
+
+// stage completes the multipart upload under its staging key, once.
+func (w *Writer) stage() error {
+	if w.staged {
+		return nil
+	}
+	if err := w.uploadLast(); err != nil {
+		return err
+	}
+	if err := w.completeUpload(Overwrite); err != nil {
+		return err
+	}
+	w.staged = true
+	return nil
+}
+
+// copyStaged copies the staging object under key, in a multipart upload
+// of UploadPartCopy ranges completed under policy, then removes the
+// staging object. On ErrExists the copy's upload is aborted and the
+// staging object kept for the next name.
+func (w *Writer) copyStaged(key string, policy Policy) error {
+	in := &s3.CreateMultipartUploadInput{Bucket: &w.s.bucket, Key: &key}
+	if w.opts.ContentType != "" {
+		in.ContentType = &w.opts.ContentType
+	}
+	out, err := w.s.client.CreateMultipartUpload(w.ctx, in)
+	if err != nil {
+		return fmt.Errorf("s3: starting the copy: %w", err)
+	}
+	id := out.UploadId
+	abort := func() {
+		ctx, cancel := cleanupContext(w.ctx)
+		defer cancel()
+		w.s.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: &w.s.bucket, Key: &key, UploadId: id})
+	}
+	source := url.PathEscape(w.s.bucket) + "/" + escapeKey(w.key)
+	var parts []types.CompletedPart
+	for off := int64(0); off < w.size; off += copyPartSize {
+		end := min(off+copyPartSize, w.size) - 1
+		num := int32(len(parts) + 1)
+		res, err := w.s.client.UploadPartCopy(w.ctx, &s3.UploadPartCopyInput{
+			Bucket:          &w.s.bucket,
+			Key:             &key,
+			UploadId:        id,
+			PartNumber:      &num,
+			CopySource:      &source,
+			CopySourceRange: aws.String(fmt.Sprintf("bytes=%d-%d", off, end)),
+		})
+		if err != nil {
+			abort()
+			return fmt.Errorf("s3: copying part %d: %w", num, err)
+		}
+		parts = append(parts, types.CompletedPart{ETag: res.CopyPartResult.ETag, PartNumber: &num})
+	}
+	cin := &s3.CompleteMultipartUploadInput{
+		Bucket:          &w.s.bucket,
+		Key:             &key,
+		UploadId:        id,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
+	}
+	if policy == Reject {
+		cin.IfNoneMatch = aws.String("*")
+	}
+	if _, err := w.s.client.CompleteMultipartUpload(w.ctx, cin); err != nil {
+		abort()
+		if isPrecondition(err) {
+			return ErrExists
+		}
+		return fmt.Errorf("s3: completing the copy: %w", err)
+	}
+	w.removeStaged()
+	return nil
+}
+
+// escapeKey escapes a key for CopySource: each segment, keeping slashes.
+func escapeKey(key string) string {
+	segs := strings.Split(key, "/")
+	for i, seg := range segs {
+		segs[i] = strings.ReplaceAll(url.PathEscape(seg), "+", "%2B")
+	}
+	return strings.Join(segs, "/")
+}
+
+// Abort undoes the write: the multipart upload is aborted, the staging
+// object and the spool removed. It does nothing after Commit succeeded or
+// after a failure (which undid the write already) and is safe to defer.
+func (w *Writer) Abort() error {
+	if w.closed {
+		return nil
+	}
+	return w.undo()
+}
+
+// fail undoes the write and keeps err as the writer's answer from now on.
+func (w *Writer) fail(err error) error {
+	if w.err == nil {
+		w.err = err
+	}
+	w.undo()
+	return w.err
+}
+
+// undo removes all the writer made and closes it; it returns the first
+// cleanup error.
+func (w *Writer) undo() error {
+	var first error
+	ctx, cancel := cleanupContext(w.ctx)
+	defer cancel()
+	if w.uploadID != "" {
+		_, err := w.s.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
+			Bucket: &w.s.bucket, Key: &w.key, UploadId: &w.uploadID,
+		})
+		if err != nil && !isNotFound(err) {
+			first = fmt.Errorf("s3: aborting the multipart upload: %w", err)
+		} else {
+			w.uploadID = ""
+		}
+	}
+	if w.staged {
+		if err := w.removeStagedCtx(ctx); err != nil && first == nil {
+			first = err
+		}
+	}
+	w.removeSpool()
+	w.closed = true
+	return first
+}
+
+// finish closes a committed writer.
+func (w *Writer) finish() {
+	w.removeSpool()
+	w.closed = true
+}
+
+func (w *Writer) removeStaged() {
+	ctx, cancel := cleanupContext(w.ctx)
+	defer cancel()
+	// A staging object left by a failure here is the janitor's.
+	w.removeStagedCtx(ctx)
+}
+
+func (w *Writer) removeStagedCtx(ctx context.Context) error {
+	_, err := w.s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &w.s.bucket, Key: &w.key})
+	if err != nil && !isNotFound(err) {
+		return fmt.Errorf("s3: removing the staging object: %w", err)
+	}
+	w.staged = false
+	return nil
+}
+
+// removeSpool closes and removes the spool file.
+func (w *Writer) removeSpool() {
+	if w.spool == nil {
+		return
+	}
+	w.spool.Close()
+	os.Remove(w.spool.Name())
+	w.spool = nil
+}
+
+// randomID is 16 random bytes in hex.
+func randomID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
