@@ -65,6 +65,7 @@ func start(t testing.TB, cmd *exec.Cmd, addr string) error {
 	t.Helper()
 	out := &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
+	dieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		return err
 	}

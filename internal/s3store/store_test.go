@@ -49,15 +49,19 @@ func testStore(t *testing.T, partSize int64) (*Store, *recorder) {
 // recorder is a transport that names each S3 operation it sends and can
 // fail one of them.
 type recorder struct {
-	mu   sync.Mutex
-	ops  []string
-	fail func(op string, n int) bool // n counts the operation's calls from 1
+	mu     sync.Mutex
+	ops    []string
+	ranges []string                    // the Range header of each GetObject
+	fail   func(op string, n int) bool // n counts the operation's calls from 1
 }
 
 func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 	op := opName(req)
 	r.mu.Lock()
 	r.ops = append(r.ops, op)
+	if op == "GetObject" {
+		r.ranges = append(r.ranges, req.Header.Get("Range"))
+	}
 	n := 0
 	for _, o := range r.ops {
 		if o == op {
@@ -103,6 +107,8 @@ func opName(req *http.Request) string {
 		return "ListParts"
 	case req.Method == http.MethodGet && q.Has("list-type"):
 		return "ListObjectsV2"
+	case req.Method == http.MethodGet && q.Get("x-id") == "GetObject":
+		return "GetObject"
 	}
 	return req.Method + " " + req.URL.RawQuery
 }
@@ -111,6 +117,14 @@ func (r *recorder) reset() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.ops = nil
+	r.ranges = nil
+}
+
+// getRanges are the Range headers of the GetObjects since the last reset.
+func (r *recorder) getRanges() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.ranges)
 }
 
 // count is how many times op was sent since the last reset.
