@@ -20,7 +20,7 @@ import (
 // testStore starts a versitygw, makes a bucket in it and returns a Store
 // over it with the prefix "site/", its spool files in a folder of the
 // test's own.
-func testStore(t *testing.T, partSize int64) (*Store, *recorder) {
+func testStore(t testing.TB, partSize int64) (*Store, *recorder) {
 	t.Helper()
 	gw := enginetest.Versitygw(t)
 	rec := &recorder{}
