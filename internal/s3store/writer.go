@@ -295,33 +295,43 @@ func (w *Writer) stage() error {
 	return nil
 }
 
-// copyStaged copies the staging object under key, in a multipart upload
-// of UploadPartCopy ranges completed under policy, then removes the
-// staging object. On ErrExists the copy's upload is aborted and the
-// staging object kept for the next name.
+// copyStaged copies the staging object under key under policy, then
+// removes it. On ErrExists the staging object is kept for the next name.
 func (w *Writer) copyStaged(key string, policy Policy) error {
-	in := &s3.CreateMultipartUploadInput{Bucket: &w.s.bucket, Key: &key}
-	if w.opts.ContentType != "" {
-		in.ContentType = &w.opts.ContentType
+	if err := w.s.copyObject(w.ctx, w.key, w.size, key, policy, w.opts.ContentType); err != nil {
+		return err
 	}
-	out, err := w.s.client.CreateMultipartUpload(w.ctx, in)
+	w.removeStaged()
+	return nil
+}
+
+// copyObject copies the object src of size bytes under dst, in a multipart
+// upload of UploadPartCopy ranges completed under policy (so that it is
+// all or nothing, and conditional). On failure the copy's upload is
+// aborted; ErrExists when policy is Reject and dst exists.
+func (s *Store) copyObject(ctx context.Context, src string, size int64, dst string, policy Policy, contentType string) error {
+	in := &s3.CreateMultipartUploadInput{Bucket: &s.bucket, Key: &dst}
+	if contentType != "" {
+		in.ContentType = &contentType
+	}
+	out, err := s.client.CreateMultipartUpload(ctx, in)
 	if err != nil {
 		return fmt.Errorf("s3: starting the copy: %w", err)
 	}
 	id := out.UploadId
 	abort := func() {
-		ctx, cancel := cleanupContext(w.ctx)
+		ctx, cancel := cleanupContext(ctx)
 		defer cancel()
-		w.s.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: &w.s.bucket, Key: &key, UploadId: id})
+		s.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: &s.bucket, Key: &dst, UploadId: id})
 	}
-	source := url.PathEscape(w.s.bucket) + "/" + escapeKey(w.key)
+	source := url.PathEscape(s.bucket) + "/" + escapeKey(src)
 	var parts []types.CompletedPart
-	for off := int64(0); off < w.size; off += copyPartSize {
-		end := min(off+copyPartSize, w.size) - 1
+	for off := int64(0); off < size; off += copyPartSize {
+		end := min(off+copyPartSize, size) - 1
 		num := int32(len(parts) + 1)
-		res, err := w.s.client.UploadPartCopy(w.ctx, &s3.UploadPartCopyInput{
-			Bucket:          &w.s.bucket,
-			Key:             &key,
+		res, err := s.client.UploadPartCopy(ctx, &s3.UploadPartCopyInput{
+			Bucket:          &s.bucket,
+			Key:             &dst,
 			UploadId:        id,
 			PartNumber:      &num,
 			CopySource:      &source,
@@ -334,22 +344,21 @@ func (w *Writer) copyStaged(key string, policy Policy) error {
 		parts = append(parts, types.CompletedPart{ETag: res.CopyPartResult.ETag, PartNumber: &num})
 	}
 	cin := &s3.CompleteMultipartUploadInput{
-		Bucket:          &w.s.bucket,
-		Key:             &key,
+		Bucket:          &s.bucket,
+		Key:             &dst,
 		UploadId:        id,
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
 	}
 	if policy == Reject {
 		cin.IfNoneMatch = aws.String("*")
 	}
-	if _, err := w.s.client.CompleteMultipartUpload(w.ctx, cin); err != nil {
+	if _, err := s.client.CompleteMultipartUpload(ctx, cin); err != nil {
 		abort()
 		if isPrecondition(err) {
 			return ErrExists
 		}
 		return fmt.Errorf("s3: completing the copy: %w", err)
 	}
-	w.removeStaged()
 	return nil
 }
 
