@@ -1,0 +1,190 @@
+package s3store
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+)
+
+// failingReader gives n bytes of data then fails.
+type failingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (f *failingReader) Read(p []byte) (int, error) {
+	if f.n <= 0 {
+		return 0, errors.New("client went away")
+	}
+	p = p[:min(int64(len(p)), f.n)]
+	n, err := f.r.Read(p)
+	f.n -= int64(n)
+	return n, err
+}
+
+// TestTusResume appends in chunks that straddle parts, each through a
+// fresh LoadTus (as another instance would), one of them cut mid-way, and
+// publishes: the object is byte-identical, the sha256 carried across, and
+// nothing of the upload is left.
+func TestTusResume(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		size int
+	}{
+		{"several parts", 2*part + 777},
+		{"less than a part", 3 << 20},
+		{"empty", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s, _ := testStore(t, part)
+			ctx := context.Background()
+			data := randomBytes(tc.size, 11)
+			u, err := s.CreateTus(ctx, int64(tc.size), map[string]string{"filename": "t.bin"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			id := u.Info.ID
+			chunk := 3<<20 + 1
+			for off := 0; off < tc.size; {
+				u, err := s.LoadTus(ctx, id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := u.Info.Offset(); got != int64(off) {
+					t.Fatalf("offset %d, want %d", got, off)
+				}
+				end := min(off+chunk, tc.size)
+				var r io.Reader = bytes.NewReader(data[off:end])
+				cut := off == 0 && end-off > 1000
+				if cut {
+					// The first request is cut after 1000 bytes: they are kept.
+					r = &failingReader{r: r, n: 1000}
+					end = off + 1000
+				}
+				n, err := s.AppendTus(ctx, u, r)
+				if cut != (err != nil) || n != int64(end-off) {
+					t.Fatalf("append at %d: kept %d, %v", off, n, err)
+				}
+				off = end
+			}
+			u, err = s.LoadTus(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sum, err := u.Sum()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := sha256.Sum256(data); !bytes.Equal(sum, want[:]) {
+				t.Error("the carried sha256 differs from the data's")
+			}
+			if tc.size > 0 {
+				put(t, s, "t.bin", []byte("taken"), Overwrite)
+				if err := s.FinishTus(ctx, u, "t.bin", Reject); !errors.Is(err, ErrExists) {
+					t.Fatalf("FinishTus over an object: %v, want ErrExists", err)
+				}
+			}
+			if err := s.FinishTus(ctx, u, "t (1).bin", Reject); err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := object(t, s, "t (1).bin"); !bytes.Equal(got, data) {
+				t.Fatalf("published object: %d bytes, want %d", len(got), len(data))
+			}
+			if _, err := s.LoadTus(ctx, id); !errors.Is(err, ErrNotFound) {
+				t.Errorf("LoadTus after FinishTus: %v, want ErrNotFound", err)
+			}
+			if tc.size > 0 {
+				assertClean(t, s, "site/t (1).bin", "site/t.bin")
+			} else {
+				assertClean(t, s, "site/t (1).bin")
+			}
+		})
+	}
+}
+
+// TestTusStale: two writers load the same state; the second to save fails
+// and nothing of its append counts; a part overwritten behind the state's
+// back is detected, not mixed in.
+func TestTusStale(t *testing.T) {
+	t.Parallel()
+	s, _ := testStore(t, part)
+	ctx := context.Background()
+	data := randomBytes(3*part, 12)
+	u, err := s.CreateTus(ctx, int64(len(data)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := s.LoadTus(ctx, u.Info.ID)
+	b, _ := s.LoadTus(ctx, u.Info.ID)
+	if n, err := s.AppendTus(ctx, a, bytes.NewReader(data[:part+10])); err != nil || n != part+10 {
+		t.Fatalf("first writer: %d, %v", n, err)
+	}
+	tails := func() int {
+		n := 0
+		for _, k := range keys(t, s) {
+			if strings.Contains(k, ".tail.") {
+				n++
+			}
+		}
+		return n
+	}
+	if _, err := s.AppendTus(ctx, b, bytes.NewReader(randomBytes(100, 1))); !errors.Is(err, ErrStale) {
+		t.Fatalf("stale writer: %v, want ErrStale", err)
+	}
+	if n := tails(); n != 1 {
+		t.Errorf("%d tail objects, want 1 (the stale writer's removed)", n)
+	}
+	got, err := s.LoadTus(ctx, u.Info.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Info.Offset() != part+10 {
+		t.Errorf("offset %d, want %d", got.Info.Offset(), part+10)
+	}
+
+	// A stale writer that overwrote committed part 1 (no save of its own):
+	// the upload refuses to load rather than mix.
+	if _, err := s.client.UploadPart(ctx, &s3.UploadPartInput{
+		Bucket: &s.bucket, Key: aws.String(s.tusKey(u.Info.ID, "")), UploadId: &u.Info.UploadID,
+		PartNumber: aws.Int32(1), Body: bytes.NewReader(randomBytes(part, 99)), ContentLength: aws.Int64(part),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.LoadTus(ctx, u.Info.ID); !errors.Is(err, ErrInconsistent) {
+		t.Errorf("LoadTus with an overwritten part: %v, want ErrInconsistent", err)
+	}
+	if err := s.TerminateTus(ctx, got); err != nil {
+		t.Fatal(err)
+	}
+	assertClean(t, s)
+}
+
+// TestTusLimit: an append keeps no byte past the declared size.
+func TestTusLimit(t *testing.T) {
+	t.Parallel()
+	s, _ := testStore(t, part)
+	ctx := context.Background()
+	u, err := s.CreateTus(ctx, 10, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.AppendTus(ctx, u, strings.NewReader("0123456789abcdef")); err != nil || n != 10 {
+		t.Fatalf("append: %d, %v; want 10 kept", n, err)
+	}
+	if err := s.FinishTus(ctx, u, "ten", Overwrite); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := object(t, s, "ten"); string(got) != "0123456789" {
+		t.Errorf("object %q", got)
+	}
+	assertClean(t, s, "site/ten")
+}
