@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 
@@ -187,4 +188,85 @@ func TestTusLimit(t *testing.T) {
 		t.Errorf("object %q", got)
 	}
 	assertClean(t, s, "site/ten")
+}
+
+// TestTusConcat concatenates partial uploads, server-side when every
+// partial but the last is big enough for a part, streamed otherwise.
+func TestTusConcat(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		sizes  []int
+		copies bool
+	}{
+		{"by UploadPartCopy", []int{part + 3, 2*part + 1, 1000}, true},
+		{"streamed (a small partial first)", []int{1000, part + 3}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s, rec := testStore(t, part)
+			ctx := context.Background()
+			var want []byte
+			var partials []*TusUpload
+			for i, size := range tc.sizes {
+				data := randomBytes(size, uint64(i+20))
+				want = append(want, data...)
+				u, err := s.CreateTus(ctx, int64(size), nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := s.AppendTus(ctx, u, bytes.NewReader(data)); err != nil {
+					t.Fatal(err)
+				}
+				partials = append(partials, u)
+			}
+			rec.reset()
+			u, err := s.ConcatTus(ctx, partials, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if copied := rec.count("UploadPartCopy") > 0; copied != tc.copies {
+				t.Errorf("UploadPartCopy used: %v, want %v", copied, tc.copies)
+			}
+			if u, err = s.LoadTus(ctx, u.Info.ID); err != nil {
+				t.Fatal(err)
+			}
+			if u.Info.Offset() != int64(len(want)) {
+				t.Fatalf("offset %d, want %d", u.Info.Offset(), len(want))
+			}
+			sum, _ := u.Sum()
+			if w := sha256.Sum256(want); !bytes.Equal(sum, w[:]) {
+				t.Error("the concatenation's sha256 differs")
+			}
+			if err := s.FinishTus(ctx, u, "whole.bin", Reject); err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := object(t, s, "whole.bin"); !bytes.Equal(got, want) {
+				t.Fatalf("concatenation: %d bytes, want %d, equal %v", len(got), len(want), bytes.Equal(got, want))
+			}
+			for _, p := range partials {
+				if err := s.TerminateTus(ctx, p); err != nil {
+					t.Fatal(err)
+				}
+			}
+			assertClean(t, s, "site/whole.bin")
+		})
+	}
+}
+
+func TestCopyRanges(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		size int64
+		want [][2]int64
+	}{
+		{10, [][2]int64{{0, 10}}},
+		{copyPartSize, [][2]int64{{0, copyPartSize}}},
+		{copyPartSize + 1, [][2]int64{{0, copyPartSize + 1}}},
+		{copyPartSize + MinPartSize, [][2]int64{{0, copyPartSize}, {copyPartSize, copyPartSize + MinPartSize}}},
+	} {
+		if got := copyRanges(tc.size); !slices.Equal(got, tc.want) {
+			t.Errorf("copyRanges(%d) = %v, want %v", tc.size, got, tc.want)
+		}
+	}
 }
