@@ -13,6 +13,7 @@
 //	<prefix>.uploads/                 private: never served
 //	<prefix>.uploads/staging/<id>     an upload whose final name is not known
 //	                                  yet (see WriterOptions.Key)
+//	<prefix>.uploads/tus/<id>...      tus uploads (see tus.go)
 package s3store
 
 import (

@@ -305,10 +305,14 @@ func (w *Writer) copyStaged(key string, policy Policy) error {
 	return nil
 }
 
-// copyObject copies the object src of size bytes under dst, in a multipart
-// upload of UploadPartCopy ranges completed under policy (so that it is
-// all or nothing, and conditional). On failure the copy's upload is
-// aborted; ErrExists when policy is Reject and dst exists.
+// copyObject copies the object src of size bytes (more than 0) under dst,
+// in a multipart upload of UploadPartCopy ranges completed under policy
+// (so that it is all or nothing, and conditional). On failure the copy's
+// upload is aborted; ErrExists when policy is Reject and dst exists.
+//
+// Not CopyObject: it stops at 5 GiB, and versitygw v1.8.0 ignores
+// If-None-Match on it (it replaced an existing object when probed), while
+// it honours it on CompleteMultipartUpload.
 func (s *Store) copyObject(ctx context.Context, src string, size int64, dst string, policy Policy, contentType string) error {
 	in := &s3.CreateMultipartUploadInput{Bucket: &s.bucket, Key: &dst}
 	if contentType != "" {
