@@ -334,8 +334,9 @@ func (s *Store) deleteKey(ctx context.Context, key string) {
 	s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.bucket, Key: &key})
 }
 
-// TerminateTus removes everything of an upload: its multipart upload, its
-// tail, its state.
+// TerminateTus removes everything of an upload: its multipart upload,
+// every object of its id (tails that a failed append left included), its
+// state last.
 func (s *Store) TerminateTus(ctx context.Context, u *TusUpload) error {
 	if u.Info.UploadID != "" {
 		_, err := s.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
@@ -345,15 +346,86 @@ func (s *Store) TerminateTus(ctx context.Context, u *TusUpload) error {
 			return fmt.Errorf("s3: aborting the upload: %w", err)
 		}
 	}
-	for _, key := range []string{u.Info.Tail, s.tusKey(u.Info.ID, ""), s.tusKey(u.Info.ID, ".info")} {
-		if key == "" {
-			continue
+	// Ids are of one length: no other upload's key starts with this one.
+	p := s3.NewListObjectsV2Paginator(s.client, &s3.ListObjectsV2Input{Bucket: &s.bucket, Prefix: aws.String(s.tusKey(u.Info.ID, ""))})
+	info := s.tusKey(u.Info.ID, ".info")
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return fmt.Errorf("s3: listing the upload's objects: %w", err)
 		}
-		if _, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.bucket, Key: &key}); err != nil && !isNotFound(err) {
-			return fmt.Errorf("s3: removing the upload: %w", err)
+		for _, o := range page.Contents {
+			if aws.ToString(o.Key) == info {
+				continue
+			}
+			if _, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.bucket, Key: o.Key}); err != nil && !isNotFound(err) {
+				return fmt.Errorf("s3: removing the upload: %w", err)
+			}
 		}
 	}
+	if _, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.bucket, Key: &info}); err != nil && !isNotFound(err) {
+		return fmt.Errorf("s3: removing the upload's state: %w", err)
+	}
 	return nil
+}
+
+// SweepTus removes the tus uploads whose state was last saved (created or
+// appended to) before now-age, and aborts the multipart uploads of the tus
+// folder started before then that no state names (a crash between the two
+// steps of CreateTus). It returns how many uploads it removed.
+func (s *Store) SweepTus(ctx context.Context, age time.Duration, now time.Time) (int, error) {
+	cutoff := now.Add(-age)
+	dir := s.Key(tusDir)
+	removed := 0
+	p := s3.NewListObjectsV2Paginator(s.client, &s3.ListObjectsV2Input{Bucket: &s.bucket, Prefix: &dir})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return removed, fmt.Errorf("s3: listing tus uploads: %w", err)
+		}
+		for _, o := range page.Contents {
+			id, ok := strings.CutSuffix(strings.TrimPrefix(aws.ToString(o.Key), dir), ".info")
+			if !ok || o.LastModified == nil || !o.LastModified.Before(cutoff) {
+				continue
+			}
+			u, err := s.LoadTus(ctx, id)
+			if err != nil && !errors.Is(err, ErrInconsistent) {
+				if errors.Is(err, ErrNotFound) {
+					continue
+				}
+				return removed, err
+			}
+			if u == nil {
+				u = &TusUpload{Info: TusInfo{ID: id}}
+			}
+			if err := s.TerminateTus(ctx, u); err != nil {
+				return removed, err
+			}
+			removed++
+		}
+	}
+	in := &s3.ListMultipartUploadsInput{Bucket: &s.bucket, Prefix: &dir}
+	for {
+		page, err := s.client.ListMultipartUploads(ctx, in)
+		if err != nil {
+			return removed, fmt.Errorf("s3: listing multipart uploads: %w", err)
+		}
+		for _, up := range page.Uploads {
+			if up.Initiated == nil || !up.Initiated.Before(cutoff) {
+				continue
+			}
+			id := strings.TrimPrefix(aws.ToString(up.Key), dir)
+			if _, err := s.LoadTus(ctx, id); !errors.Is(err, ErrNotFound) {
+				continue // a live upload (or one to look at): not an orphan
+			}
+			s.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: &s.bucket, Key: up.Key, UploadId: up.UploadId})
+		}
+		if !aws.ToBool(page.IsTruncated) {
+			break
+		}
+		in.KeyMarker, in.UploadIdMarker = page.NextKeyMarker, page.NextUploadIdMarker
+	}
+	return removed, nil
 }
 
 // FinishTus publishes a complete upload (offset = size) under name

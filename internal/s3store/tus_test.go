@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -269,4 +270,42 @@ func TestCopyRanges(t *testing.T) {
 			t.Errorf("copyRanges(%d) = %v, want %v", tc.size, got, tc.want)
 		}
 	}
+}
+
+// TestSweepTus removes uploads idle for longer than the age with all their
+// objects (a stray tail included) and multipart uploads that no state
+// names; it keeps the rest.
+func TestSweepTus(t *testing.T) {
+	t.Parallel()
+	s, _ := testStore(t, part)
+	ctx := context.Background()
+	a, err := s.CreateTus(ctx, -1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AppendTus(ctx, a, bytes.NewReader(randomBytes(part+10, 1))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateTus(ctx, 5, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.client.PutObject(ctx, &s3.PutObjectInput{Bucket: &s.bucket, Key: aws.String(s.tusKey(a.Info.ID, ".tail.stray")), Body: strings.NewReader("x")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: &s.bucket, Key: aws.String(s.tusKey(randomID(), ""))}); err != nil {
+		t.Fatal(err)
+	}
+	put(t, s, "kept", []byte("kept"), Overwrite)
+	before := len(keys(t, s))
+
+	if n, err := s.SweepTus(ctx, time.Hour, time.Now()); err != nil || n != 0 {
+		t.Fatalf("sweep of fresh uploads: %d, %v", n, err)
+	}
+	if len(keys(t, s)) != before || len(openUploads(t, s)) != 3 {
+		t.Fatalf("a fresh upload was touched: %q, %q", keys(t, s), openUploads(t, s))
+	}
+	if n, err := s.SweepTus(ctx, time.Hour, time.Now().Add(2*time.Hour)); err != nil || n != 2 {
+		t.Fatalf("sweep two hours later: %d removed, %v; want 2", n, err)
+	}
+	assertClean(t, s, "site/kept")
 }
