@@ -53,6 +53,10 @@ type recorder struct {
 	ops    []string
 	ranges []string                    // the Range header of each GetObject
 	fail   func(op string, n int) bool // n counts the operation's calls from 1
+	// lose sends the request but loses the answer (a dropped connection).
+	lose func(op string, n int) bool
+	// miss answers 404 without sending (a HEAD that raced a writer).
+	miss func(op string, n int) bool
 }
 
 func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -69,7 +73,21 @@ func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 	}
 	fail := r.fail != nil && r.fail(op, n)
+	lose := r.lose != nil && r.lose(op, n)
+	miss := r.miss != nil && r.miss(op, n)
 	r.mu.Unlock()
+	if miss {
+		return &http.Response{StatusCode: http.StatusNotFound, Status: "404 Not Found", Header: http.Header{},
+			Body: http.NoBody, Request: req, ProtoMajor: 1, ProtoMinor: 1}, nil
+	}
+	if lose {
+		res, err := http.DefaultTransport.RoundTrip(req)
+		if err == nil {
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+		}
+		return nil, fmt.Errorf("injected loss of the answer to %s", op)
+	}
 	if fail {
 		if req.Body != nil {
 			req.Body.Close()

@@ -2,6 +2,7 @@ package s3store
 
 import (
 	"context"
+	"crypto/md5"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -216,7 +217,22 @@ func (w *Writer) Commit(name string, policy Policy) error {
 }
 
 // put stores the spool, the whole object, with one PutObject.
+//
+// Under Reject, a HeadObject first answers ErrExists without sending the
+// bytes (the usual case in a rename loop). The conditional PutObject is
+// sent once, not retried, and a failure with no answer is checked: a store
+// may answer 412 before reading the body and drop the connection (versitygw
+// does), which the client sees as a reset; and a lost answer to a write
+// that succeeded must not read as a conflict. So the object found there is
+// ours when its ETag is the MD5 of the spool, someone else's otherwise.
 func (w *Writer) put(key string, policy Policy) error {
+	if policy == Reject {
+		if _, err := w.s.client.HeadObject(w.ctx, &s3.HeadObjectInput{Bucket: &w.s.bucket, Key: &key}); err == nil {
+			return ErrExists
+		} else if !isNotFound(err) {
+			return fmt.Errorf("s3: looking for the object: %w", err)
+		}
+	}
 	in := &s3.PutObjectInput{
 		Bucket:        &w.s.bucket,
 		Key:           &key,
@@ -226,16 +242,43 @@ func (w *Writer) put(key string, policy Policy) error {
 	if w.opts.ContentType != "" {
 		in.ContentType = &w.opts.ContentType
 	}
+	var optFns []func(*s3.Options)
 	if policy == Reject {
 		in.IfNoneMatch = aws.String("*")
+		optFns = append(optFns, func(o *s3.Options) { o.RetryMaxAttempts = 1 })
 	}
-	if _, err := w.s.client.PutObject(w.ctx, in); err != nil {
-		if isPrecondition(err) {
+	_, err := w.s.client.PutObject(w.ctx, in, optFns...)
+	if err == nil {
+		return nil
+	}
+	if isPrecondition(err) {
+		return ErrExists
+	}
+	if policy == Reject && statusOf(err) == 0 && w.ctx.Err() == nil {
+		if mine, found := w.putLanded(key); found {
+			if mine {
+				return nil
+			}
 			return ErrExists
 		}
-		return fmt.Errorf("s3: storing the object: %w", err)
 	}
-	return nil
+	return fmt.Errorf("s3: storing the object: %w", err)
+}
+
+// putLanded looks at key after a PutObject that got no answer: found says
+// an object is there, mine that it holds the spool's bytes (its ETag is
+// their MD5, as S3 and versitygw make it for a single PutObject).
+func (w *Writer) putLanded(key string) (mine, found bool) {
+	head, err := w.s.client.HeadObject(w.ctx, &s3.HeadObjectInput{Bucket: &w.s.bucket, Key: &key})
+	if err != nil {
+		return false, false
+	}
+	h := md5.New()
+	if _, err := io.Copy(h, io.NewSectionReader(w.spool, 0, w.fill)); err != nil {
+		return false, true
+	}
+	etag := strings.Trim(aws.ToString(head.ETag), `"`)
+	return etag == hex.EncodeToString(h.Sum(nil)) && aws.ToInt64(head.ContentLength) == w.fill, true
 }
 
 // uploadLast uploads what is left in the spool as the last part and

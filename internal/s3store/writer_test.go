@@ -299,3 +299,54 @@ func TestWriterPrivate(t *testing.T) {
 		}
 	}
 }
+
+// TestWriterPutRace covers the conditional PutObject when the HeadObject
+// before it saw no object: another writer got there in between (the store
+// answers 412, or drops the connection), or the answer to our own write
+// was lost (then the object there is ours).
+func TestWriterPutRace(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		size int
+		lose bool
+		want error
+	}{
+		{"raced, small body", 100, false, ErrExists},
+		{"raced, body of megabytes", 3 << 20, false, ErrExists},
+		{"own answer lost", 3 << 20, true, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s, rec := testStore(t, part)
+			old := []byte("the other writer's")
+			if !tc.lose {
+				put(t, s, "x", old, Overwrite)
+			}
+			data := randomBytes(tc.size, 4)
+			w, err := s.NewWriter(context.Background(), WriterOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Abort()
+			write(t, w, data, 1<<20)
+			rec.reset()
+			rec.mu.Lock()
+			rec.miss = func(op string, n int) bool { return op == "HeadObject" && n == 1 }
+			if tc.lose {
+				rec.lose = func(op string, n int) bool { return op == "PutObject" }
+			}
+			rec.mu.Unlock()
+			if err := w.Commit("x", Reject); !errors.Is(err, tc.want) && !(tc.want == nil && err == nil) {
+				t.Fatalf("Commit: %v, want %v", err, tc.want)
+			}
+			if n := rec.count("PutObject"); n != 1 {
+				t.Errorf("PutObject sent %d times, want once (a conditional write is not retried)", n)
+			}
+			got, _ := object(t, s, "x")
+			if tc.lose && !bytes.Equal(got, data) || !tc.lose && !bytes.Equal(got, old) {
+				t.Errorf("object x holds %d bytes", len(got))
+			}
+		})
+	}
+}
