@@ -309,3 +309,35 @@ func TestSweepTus(t *testing.T) {
 	}
 	assertClean(t, s, "site/kept")
 }
+
+// TestTusSaveLost: the answer to a state save that succeeded is lost; the
+// append still counts, and the upload stays whole.
+func TestTusSaveLost(t *testing.T) {
+	t.Parallel()
+	s, rec := testStore(t, part)
+	ctx := context.Background()
+	data := randomBytes(part+100, 13)
+	u, err := s.CreateTus(ctx, int64(len(data)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.reset()
+	rec.mu.Lock()
+	// The PutObjects of an append: the tail, then the state.
+	rec.lose = func(op string, n int) bool { return op == "PutObject" && n == 2 }
+	rec.mu.Unlock()
+	if n, err := s.AppendTus(ctx, u, bytes.NewReader(data)); err != nil || n != int64(len(data)) {
+		t.Fatalf("append: %d, %v", n, err)
+	}
+	u, err = s.LoadTus(ctx, u.Info.ID)
+	if err != nil || u.Info.Offset() != int64(len(data)) {
+		t.Fatalf("after the lost answer: %v, offset %d", err, u.Info.Offset())
+	}
+	if err := s.FinishTus(ctx, u, "z", Reject); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := object(t, s, "z"); !bytes.Equal(got, data) {
+		t.Fatal("published object differs")
+	}
+	assertClean(t, s, "site/z")
+}

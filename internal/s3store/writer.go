@@ -293,26 +293,63 @@ func (w *Writer) uploadLast() error {
 	return nil
 }
 
-// completeUpload completes the multipart upload under policy.
+// completeUpload completes the writer's multipart upload under policy.
 func (w *Writer) completeUpload(policy Policy) error {
-	in := &s3.CompleteMultipartUploadInput{
-		Bucket:          &w.s.bucket,
-		Key:             &w.key,
-		UploadId:        &w.uploadID,
-		MultipartUpload: &types.CompletedMultipartUpload{Parts: w.parts},
-	}
-	if policy == Reject {
-		in.IfNoneMatch = aws.String("*")
-	}
-	if _, err := w.s.client.CompleteMultipartUpload(w.ctx, in); err != nil {
-		if isPrecondition(err) {
-			// The multipart upload stays open; fail (or Abort) aborts it.
-			return ErrExists
-		}
-		return fmt.Errorf("s3: completing the multipart upload: %w", err)
+	if err := w.s.complete(w.ctx, w.key, w.uploadID, w.parts, policy); err != nil {
+		return err // on ErrExists the upload stays open; fail (or Abort) aborts it
 	}
 	w.uploadID = ""
 	return nil
+}
+
+// complete completes a multipart upload under policy (Reject: If-None-Match,
+// ErrExists on 412, the upload left open).
+//
+// A conditional Complete is sent once, not retried: a retry after a lost
+// answer would find its own object and say 412. Any Complete whose answer
+// went missing (no answer, or NoSuchUpload from a retry because the first
+// try completed) is resolved by the object's ETag: it is ours when it is
+// the multipart ETag of our parts (the MD5 of their MD5s, "-" and their
+// count, as S3 and versitygw make it).
+func (s *Store) complete(ctx context.Context, key, uploadID string, parts []types.CompletedPart, policy Policy) error {
+	in := &s3.CompleteMultipartUploadInput{
+		Bucket:          &s.bucket,
+		Key:             &key,
+		UploadId:        &uploadID,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
+	}
+	var optFns []func(*s3.Options)
+	if policy == Reject {
+		in.IfNoneMatch = aws.String("*")
+		optFns = append(optFns, func(o *s3.Options) { o.RetryMaxAttempts = 1 })
+	}
+	_, err := s.client.CompleteMultipartUpload(ctx, in, optFns...)
+	if err == nil {
+		return nil
+	}
+	if isPrecondition(err) {
+		return ErrExists
+	}
+	if (statusOf(err) == 0 || codeOf(err) == "NoSuchUpload") && ctx.Err() == nil {
+		head, herr := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.bucket, Key: &key})
+		if herr == nil && strings.Trim(aws.ToString(head.ETag), `"`) == multipartETag(parts) {
+			return nil
+		}
+	}
+	return fmt.Errorf("s3: completing the multipart upload: %w", err)
+}
+
+// multipartETag is the ETag S3 gives the object completed from parts.
+func multipartETag(parts []types.CompletedPart) string {
+	h := md5.New()
+	for _, p := range parts {
+		b, err := hex.DecodeString(strings.Trim(aws.ToString(p.ETag), `"`))
+		if err != nil {
+			return "" // not an MD5: cannot tell
+		}
+		h.Write(b)
+	}
+	return fmt.Sprintf("%x-%d", h.Sum(nil), len(parts))
 }
 
 // complete finishes a multipart upload made under the final key.
@@ -390,21 +427,9 @@ func (s *Store) copyObject(ctx context.Context, src string, size int64, dst stri
 		}
 		parts = append(parts, types.CompletedPart{ETag: res.CopyPartResult.ETag, PartNumber: &num})
 	}
-	cin := &s3.CompleteMultipartUploadInput{
-		Bucket:          &s.bucket,
-		Key:             &dst,
-		UploadId:        id,
-		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
-	}
-	if policy == Reject {
-		cin.IfNoneMatch = aws.String("*")
-	}
-	if _, err := s.client.CompleteMultipartUpload(ctx, cin); err != nil {
+	if err := s.complete(ctx, dst, aws.ToString(id), parts, policy); err != nil {
 		abort()
-		if isPrecondition(err) {
-			return ErrExists
-		}
-		return fmt.Errorf("s3: completing the copy: %w", err)
+		return err
 	}
 	return nil
 }

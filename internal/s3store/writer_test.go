@@ -350,3 +350,50 @@ func TestWriterPutRace(t *testing.T) {
 		})
 	}
 }
+
+// TestWriterCompleteLost: the answer to a Complete that succeeded is lost;
+// the commit still succeeds (the object's ETag is ours), in place and by
+// copy, under both policies.
+func TestWriterCompleteLost(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		key    bool
+		policy Policy
+	}{
+		{"in place, reject", true, Reject},
+		{"in place, overwrite", true, Overwrite},
+		{"staged, reject", false, Reject},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s, rec := testStore(t, part)
+			data := randomBytes(2*part+9, 8)
+			opts := WriterOptions{}
+			if tc.key {
+				opts.Key = "y"
+			}
+			w, err := s.NewWriter(context.Background(), opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Abort()
+			write(t, w, data, 1<<20)
+			// The last Complete (the one under the final name) loses its answer.
+			last := 1
+			if !tc.key {
+				last = 2
+			}
+			rec.mu.Lock()
+			rec.lose = func(op string, n int) bool { return op == "CompleteMultipartUpload" && n == last }
+			rec.mu.Unlock()
+			if err := w.Commit("y", tc.policy); err != nil {
+				t.Fatalf("Commit: %v", err)
+			}
+			if got, _ := object(t, s, "y"); !bytes.Equal(got, data) {
+				t.Fatalf("object: %d bytes, want %d", len(got), len(data))
+			}
+			assertClean(t, s, "site/y")
+		})
+	}
+}
