@@ -26,7 +26,7 @@ type Swept struct {
 func (s *Store) Sweep(ctx context.Context, age time.Duration, now time.Time) (Swept, error) {
 	var swept Swept
 	cutoff := now.Add(-age)
-	tusDir := s.prefix + Private + "/"
+	private := s.prefix + Private + "/"
 	staging := s.prefix + stagingDir
 	in := &s3.ListMultipartUploadsInput{Bucket: &s.bucket, Prefix: &s.prefix}
 	for {
@@ -38,7 +38,7 @@ func (s *Store) Sweep(ctx context.Context, age time.Duration, now time.Time) (Sw
 			if u.Key == nil || u.UploadId == nil || u.Initiated == nil || !u.Initiated.Before(cutoff) {
 				continue
 			}
-			if strings.HasPrefix(*u.Key, tusDir) && !strings.HasPrefix(*u.Key, staging) {
+			if strings.HasPrefix(*u.Key, private) && !strings.HasPrefix(*u.Key, staging) {
 				continue
 			}
 			_, err := s.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
