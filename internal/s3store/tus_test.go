@@ -341,3 +341,43 @@ func TestTusSaveLost(t *testing.T) {
 	}
 	assertClean(t, s, "site/z")
 }
+
+// TestTusAppendCancelled: the request is cancelled mid-append (the client
+// went away); the bytes received until then are kept.
+func TestTusAppendCancelled(t *testing.T) {
+	t.Parallel()
+	s, _ := testStore(t, part)
+	data := randomBytes(part+4000, 14)
+	u, err := s.CreateTus(context.Background(), int64(len(data)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &cancellingReader{r: bytes.NewReader(data), n: part + 1000, cancel: cancel}
+	n, err := s.AppendTus(ctx, u, r)
+	if n != part+1000 || err == nil {
+		t.Fatalf("append: kept %d, %v; want %d and the reader's error", n, err, part+1000)
+	}
+	got, err := s.LoadTus(context.Background(), u.Info.ID)
+	if err != nil || got.Info.Offset() != part+1000 {
+		t.Fatalf("after the cancel: %v, offset %d", err, got.Info.Offset())
+	}
+}
+
+// cancellingReader gives n bytes, then cancels the request and fails.
+type cancellingReader struct {
+	r      io.Reader
+	n      int64
+	cancel context.CancelFunc
+}
+
+func (c *cancellingReader) Read(p []byte) (int, error) {
+	if c.n <= 0 {
+		c.cancel()
+		return 0, context.Canceled
+	}
+	p = p[:min(int64(len(p)), c.n)]
+	n, err := c.r.Read(p)
+	c.n -= int64(n)
+	return n, err
+}

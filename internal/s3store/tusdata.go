@@ -21,7 +21,13 @@ import (
 // returns how many bytes of r it kept; when r fails midway, the bytes read
 // until then are kept (tus resumes from there) and r's error is returned
 // beside. ErrStale means another writer saved in between: nothing counts.
+//
+// The store's requests are not cancelled with ctx (its values are kept):
+// what was received is saved even when the client went away or its
+// request was cancelled. The reader is what stops an append (a body read
+// that fails, as when a deadline unblocks it).
 func (s *Store) AppendTus(ctx context.Context, u *TusUpload, r io.Reader) (int64, error) {
+	ctx = context.WithoutCancel(ctx)
 	if u.Info.Completed {
 		return 0, fmt.Errorf("s3: the upload is complete")
 	}
