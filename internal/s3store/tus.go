@@ -328,3 +328,21 @@ func (s *Store) SweepTus(ctx context.Context, age time.Duration, now time.Time) 
 	}
 	return removed, nil
 }
+
+// DeclareTusLength sets the size of an upload created with a deferred
+// length (tus creation-defer-length), once, to no less than its offset.
+func (s *Store) DeclareTusLength(ctx context.Context, u *TusUpload, size int64) error {
+	if u.Info.Size >= 0 {
+		return fmt.Errorf("s3: the upload's length is set already")
+	}
+	if size < u.Info.Offset() {
+		return fmt.Errorf("s3: length %d is below the upload's offset %d", size, u.Info.Offset())
+	}
+	next := &TusUpload{Info: u.Info, etag: u.etag}
+	next.Info.Size = size
+	if err := s.saveTus(ctx, next, false); err != nil {
+		return err
+	}
+	*u = *next
+	return nil
+}

@@ -381,3 +381,40 @@ func (c *cancellingReader) Read(p []byte) (int, error) {
 	c.n -= int64(n)
 	return n, err
 }
+
+// TestTusDeferredLength: an upload of unknown length takes bytes until its
+// length is declared, then stops at it.
+func TestTusDeferredLength(t *testing.T) {
+	t.Parallel()
+	s, _ := testStore(t, part)
+	ctx := context.Background()
+	u, err := s.CreateTus(ctx, -1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AppendTus(ctx, u, strings.NewReader("hello ")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.FinishTus(ctx, u, "d", Overwrite); err == nil {
+		t.Fatal("an upload of unknown length was published")
+	}
+	if err := s.DeclareTusLength(ctx, u, 3); err == nil {
+		t.Error("a length below the offset was accepted")
+	}
+	if err := s.DeclareTusLength(ctx, u, 11); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeclareTusLength(ctx, u, 12); err == nil {
+		t.Error("the length was declared twice")
+	}
+	if n, err := s.AppendTus(ctx, u, strings.NewReader("world and more")); err != nil || n != 5 {
+		t.Fatalf("append: %d, %v; want 5 kept", n, err)
+	}
+	if err := s.FinishTus(ctx, u, "d", Overwrite); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := object(t, s, "d"); string(got) != "hello world" {
+		t.Errorf("object %q", got)
+	}
+	assertClean(t, s, "site/d")
+}
