@@ -18,12 +18,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/gabriel-vasile/mimetype"
+
+	"github.com/reflexupload/caddy-reflex-upload/internal/bufpool"
 )
 
 // Resumable uploads speak tus 1.0.0 (https://tus.io/protocols/resumable-upload)
@@ -62,9 +63,6 @@ var (
 	errTusMetadataSize  = &uploadError{Status: http.StatusRequestHeaderFieldsTooLarge, Code: "metadata-too-large", Detail: "Upload-Metadata is larger than 64 KiB"}
 	errTusLengthUnknown = &uploadError{Status: http.StatusBadRequest, Code: "invalid-request", Detail: "Upload-Length or Upload-Defer-Length: 1 is required"}
 )
-
-// tusBuffers are the read buffers of PATCH requests.
-var tusBuffers = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
 
 // validTusID reports whether id has the form of the ids the server makes.
 func validTusID(id string) bool {
@@ -588,21 +586,22 @@ func (h *Handler) tusAppend(info *tusInfo, body *bodyReader, checksum *tusChecks
 	} else if h.MaxSize > 0 {
 		src = io.LimitReader(body, h.MaxSize-info.Offset+1)
 	}
-	bufp := tusBuffers.Get().(*[]byte)
-	defer tusBuffers.Put(bufp)
-	buf := *bufp
+	// A small buffer while the client is slow, a pooled large one while
+	// reads fill it (bufpool.Reader).
+	in := bufpool.NewReader(src, bufpool.Large)
+	defer in.Release()
 	sinceSave, checkpointed := int64(0), false
 	var readErr error
 	for readErr == nil {
-		var n int
-		n, readErr = io.ReadFull(src, buf)
+		var chunk []byte
+		chunk, readErr = in.Next()
 		if readErr == io.ErrUnexpectedEOF && body.err == nil {
 			readErr = io.EOF // the body ended within this buffer
 		}
+		n := len(chunk)
 		if n == 0 {
 			continue
 		}
-		chunk := buf[:n]
 		if info.Length < 0 && h.MaxSize > 0 && info.Offset+int64(n) > h.MaxSize {
 			_ = sink.close(false)
 			return errFileTooLarge.with(nil, "file is larger than %d bytes", h.MaxSize).withFile(info.SentName)
@@ -941,8 +940,8 @@ func (h *Handler) holdUploads(ids []string) func() {
 func (h *Handler) concatParts(f *os.File, info *tusInfo, parts []*tusInfo) error {
 	sink := newFileSink(f, h.newHash())
 	head := make([]byte, 0, sniffLen)
-	bufp := tusBuffers.Get().(*[]byte)
-	defer tusBuffers.Put(bufp)
+	bufp := bufpool.Get(bufpool.Large) // files on disk: no waiting
+	defer bufpool.Put(bufp)
 	for _, p := range parts {
 		pf, err := h.root.root.Open(tusDataPath(p.ID))
 		if err != nil {

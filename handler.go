@@ -269,7 +269,10 @@ func (u *upload) run(r *http.Request) error {
 	if h.MaxRequestSize > 0 && r.ContentLength > h.MaxRequestSize {
 		return errRequestTooLarge
 	}
-	if err := u.receive(formstream.NewReader(u.body, params["boundary"], 0)); err != nil {
+	mr := formstream.NewReader(u.body, params["boundary"], 0)
+	err = u.receive(mr)
+	mr.Release() // its large buffer, if it stopped early
+	if err != nil {
 		return err
 	}
 	// Complete only at the body's end: one that stops before its length

@@ -6,35 +6,25 @@ import (
 	"os"
 )
 
-// parallelHashMin is the smallest write whose hashing is handed to the
-// hashing goroutine; smaller ones are cheaper to hash in line.
+// parallelHashMin is the smallest write whose hashing is handed to another
+// goroutine; smaller ones are cheaper to hash in line.
 const parallelHashMin = 64 << 10
 
-// fileSink writes a file and, when asked, hashes the same bytes beside the
-// write on another goroutine, so that hashing does not add its time to the
-// upload's.
+// fileSink writes a file and, when asked, hashes the same bytes. A large
+// write is hashed on a goroutine of its own beside the write, so that
+// hashing does not add its time to the upload's; that goroutine lives only
+// for the one write, so a slow upload (small writes) keeps no goroutine and
+// no copy of its bytes between writes.
 type fileSink struct {
 	f    *os.File
 	h    hash.Hash
-	work chan []byte
-	done chan struct{}
+	done chan struct{} // the hashing goroutine of a large write has finished
 }
 
 // newFileSink writes to f and feeds h (nil: no hash), which may already hold
 // the state of the bytes before (a resumed upload).
 func newFileSink(f *os.File, h hash.Hash) *fileSink {
-	s := &fileSink{f: f}
-	if h != nil {
-		work, done := make(chan []byte), make(chan struct{})
-		s.h, s.work, s.done = h, work, done
-		go func() {
-			for p := range work {
-				h.Write(p)
-				done <- struct{}{}
-			}
-		}()
-	}
-	return s
+	return &fileSink{f: f, h: h}
 }
 
 // Write writes p to the file and the hash. p is not used after it returns;
@@ -43,11 +33,17 @@ func (s *fileSink) Write(p []byte) (int, error) {
 	if s.h == nil {
 		return s.f.Write(p)
 	}
-	if len(p) < parallelHashMin || s.work == nil {
+	if len(p) < parallelHashMin {
 		s.h.Write(p)
 		return s.f.Write(p)
 	}
-	s.work <- p
+	if s.done == nil {
+		s.done = make(chan struct{})
+	}
+	go func() {
+		s.h.Write(p)
+		s.done <- struct{}{}
+	}()
 	n, err := s.f.Write(p)
 	<-s.done
 	return n, err
@@ -61,13 +57,9 @@ func (s *fileSink) sum() string {
 	return hex.EncodeToString(s.h.Sum(nil))
 }
 
-// close stops the hashing goroutine, flushes the file when fsync is set and
-// closes it. Its error carries any write error the file system deferred.
+// close flushes the file when fsync is set and closes it. Its error
+// carries any write error the file system deferred.
 func (s *fileSink) close(fsync bool) error {
-	if s.work != nil {
-		close(s.work)
-		s.work = nil
-	}
 	var err error
 	if fsync {
 		err = s.f.Sync()

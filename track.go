@@ -17,9 +17,11 @@ import (
 	"github.com/reflexupload/caddy-reflex-upload/internal/formstream"
 )
 
-// trackBufferSize is the multipart reader's buffer when tracking: the body
-// is only looked at, so a small buffer does.
-const trackBufferSize = 64 << 10
+// trackBufferSize is the multipart reader's large buffer when tracking:
+// the body is only looked at, so the smallest the reader takes does (it
+// reads the chunks the app's reads hand it, so it rarely needs more than
+// its small buffer).
+const trackBufferSize = 1
 
 // holdBack is how many of the last bytes read the app gets only once the
 // body has ended as declared and passed every check. It is more than the
@@ -167,7 +169,9 @@ func newTrackReader(h *Handler, src *bodyReader, boundary string) *trackReader {
 	go func() {
 		defer close(t.done)
 		f := &feed{t: t}
-		t.verdict = t.inspect(h, formstream.NewReader(f, boundary, trackBufferSize), f)
+		mr := formstream.NewReader(f, boundary, trackBufferSize)
+		t.verdict = t.inspect(h, mr, f)
+		mr.Release()
 	}()
 	return t
 }

@@ -179,6 +179,7 @@ type config struct {
 	via         int  // how part data is read
 	readSize    int  // buffer size for Part.Read
 	bufSize     int
+	smallSize   int  // the Reader's own buffer; 0: SmallBufferSize
 	small       bool // small limits: MaxHeaderBytes 256, 16 lines, padding 16
 }
 
@@ -192,7 +193,11 @@ func (c config) limits() (hdrBytes, hdrLines, padding int) {
 func (c config) newReader(body []byte, boundary string) *Reader {
 	src := &chunkReader{b: body, n: c.chunk, eofWithData: c.eofWithData}
 	h, l, p := c.limits()
-	return newReader(src, boundary, c.bufSize, h, l, p)
+	small := c.smallSize
+	if small == 0 {
+		small = SmallBufferSize
+	}
+	return newReaderSmall(src, boundary, c.bufSize, small, h, l, p)
 }
 
 // configFrom derives a config from the fuzzer's numbers.
@@ -207,6 +212,11 @@ func configFrom(chunk, bufSize uint) config {
 	}
 	if chunk&(1<<15) != 0 {
 		c.chunk = 1 + c.chunk%7
+	}
+	if chunk&(1<<22) != 0 {
+		// A tiny buffer of its own: the reader moves between it and the
+		// large buffer all the time.
+		c.smallSize = 1 + int(chunk>>23)%128
 	}
 	return c
 }
@@ -555,6 +565,7 @@ func FuzzAgainstStdlib(f *testing.F) {
 		u := uint(i)
 		f.Add(s.body, s.boundary, u*2654435761, u*40503)
 		f.Add(s.body, s.boundary, uint(1<<15|u%7<<13), uint(1))
+		f.Add(s.body, s.boundary, uint(1<<22|u%97<<23|u%4096|u%4<<13), uint(1)|uint(u%3)<<1)
 	}
 	f.Fuzz(func(t *testing.T, body []byte, boundary string, chunk, bufSize uint) {
 		c := configFrom(chunk, bufSize)

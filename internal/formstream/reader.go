@@ -2,8 +2,13 @@
 // bodies (RFC 2046, RFC 7578), meant to replace the part reader of
 // mime/multipart where large files are uploaded.
 //
-// The body is read into one large buffer (1 MiB by default); the end of a
-// part's data is found by a sampling search that looks at 2 of every
+// The body is read into a small buffer (a few KiB) while it arrives
+// slowly, and into a large buffer (1 MiB by default) borrowed from a pool
+// (internal/bufpool) while it arrives fast: the large buffer is taken when
+// a read fills the small one, and given back as soon as a read comes back
+// short, when the reader ends, or on [Reader.Release]. A reader that waits
+// for the network thus holds only its small buffer. The end of a part's
+// data is found by a sampling search that looks at 2 of every
 // len(boundary)+3 bytes (falling back to bytes.Index on data made of the
 // delimiter's bytes), and the data is handed out as slices of that buffer
 // ([Part.Chunk], [Part.WriteTo]) with no per-byte work and no allocation per
@@ -66,13 +71,19 @@ import (
 	"math"
 	"mime"
 	"net/textproto"
+
+	"github.com/reflexupload/caddy-reflex-upload/internal/bufpool"
 )
 
 // Limits and defaults.
 const (
-	// DefaultBufferSize is the buffer size NewReader uses when asked for
-	// bufSize <= 0.
+	// DefaultBufferSize is the size of the large buffer NewReader uses when
+	// asked for bufSize <= 0.
 	DefaultBufferSize = 1 << 20
+
+	// SmallBufferSize is the size of the buffer a Reader keeps for itself
+	// and reads into while the body arrives slowly.
+	SmallBufferSize = bufpool.Small
 
 	// MaxHeaderBytes is the most bytes a part's header block may take,
 	// counting every header line with its CRLF and the blank line that ends
@@ -158,6 +169,11 @@ type Reader struct {
 	r, w int   // unread bytes are buf[r:w]
 	base int64 // body offset of buf[0]
 
+	small     []byte  // the Reader's own buffer
+	large     *[]byte // a pooled buffer, held while the body arrives fast; nil otherwise
+	largeSize int
+	filled    bool // the last read filled the room it was given
+
 	dashBoundary   []byte // "--" + boundary
 	nlDashBoundary []byte // "\r\n--" + boundary
 	find           finder // searches for nlDashBoundary
@@ -178,9 +194,15 @@ type Reader struct {
 
 // NewReader returns a Reader of the multipart body r whose boundary is
 // boundary (the boundary parameter of the Content-Type, without the
-// leading "--"). bufSize is the size of the buffer the body is read into;
-// bufSize <= 0 means DefaultBufferSize (1 MiB). It is raised to a minimum
-// that fits the delimiter and header limits (a little over MaxHeaderBytes).
+// leading "--"). bufSize is the size of the large buffer the body is read
+// into while it arrives fast; bufSize <= 0 means DefaultBufferSize
+// (1 MiB). It is raised to a minimum that fits the delimiter and header
+// limits (a little over MaxHeaderBytes). The Reader's own buffer is
+// SmallBufferSize bytes.
+//
+// The large buffer is borrowed from a pool and given back when the Reader
+// returns an error or io.EOF from NextPart; a caller that stops reading
+// before that should call Release.
 //
 // An invalid boundary is reported by the first call to NextPart.
 func NewReader(r io.Reader, boundary string, bufSize int) *Reader {
@@ -190,6 +212,12 @@ func NewReader(r io.Reader, boundary string, bufSize int) *Reader {
 // newReader is NewReader with the limits as parameters (the tests use small
 // ones to get small buffers).
 func newReader(src io.Reader, boundary string, bufSize, maxHeaderBytes, maxHeaderLines, maxPadding int) *Reader {
+	return newReaderSmall(src, boundary, bufSize, SmallBufferSize, maxHeaderBytes, maxHeaderLines, maxPadding)
+}
+
+// newReaderSmall is newReader with the small buffer's size as a parameter
+// (the tests use tiny ones to move between the buffers often).
+func newReaderSmall(src io.Reader, boundary string, bufSize, smallSize, maxHeaderBytes, maxHeaderLines, maxPadding int) *Reader {
 	rd := &Reader{
 		src:            src,
 		maxHeaderBytes: maxHeaderBytes,
@@ -206,7 +234,9 @@ func newReader(src io.Reader, boundary string, bufSize, maxHeaderBytes, maxHeade
 	if m := minBufSize(maxHeaderBytes, maxPadding); bufSize < m {
 		bufSize = m
 	}
-	rd.buf = make([]byte, bufSize)
+	rd.largeSize = bufSize
+	rd.small = make([]byte, max(min(smallSize, bufSize), 1))
+	rd.buf = rd.small
 	d := []byte("\r\n--" + boundary)
 	rd.nlDashBoundary = d
 	rd.dashBoundary = d[2:]
@@ -240,7 +270,46 @@ func checkBoundary(boundary string) string {
 // fail makes err the sticky error and returns it.
 func (rd *Reader) fail(err error) error {
 	rd.err = err
+	rd.dropBuffers()
 	return err
+}
+
+// finish makes io.EOF the sticky error after the close delimiter.
+func (rd *Reader) finish() (*Part, error) {
+	rd.err = io.EOF
+	rd.dropBuffers()
+	return nil, io.EOF
+}
+
+// dropBuffers gives back the large buffer once nothing will be read any
+// more.
+func (rd *Reader) dropBuffers() {
+	rd.buf, rd.r, rd.w = rd.small[:0], 0, 0
+	if rd.large != nil {
+		bufpool.Put(rd.large)
+		rd.large = nil
+	}
+}
+
+// Release gives back the large buffer the Reader may hold. The Reader
+// cannot be used after it: its methods return an error. Release may be
+// called more than once, and after the Reader has ended.
+func (rd *Reader) Release() {
+	if rd.err == nil {
+		rd.err = errReleased
+	}
+	rd.dropBuffers()
+}
+
+// errReleased is the error of a Reader used after Release.
+var errReleased = errors.New("formstream: reader released")
+
+// moveTo moves the unread bytes to the front of dst and makes it the
+// buffer.
+func (rd *Reader) moveTo(dst []byte) {
+	n := copy(dst, rd.buf[rd.r:rd.w])
+	rd.base += int64(rd.r)
+	rd.buf, rd.r, rd.w = dst, 0, n
 }
 
 // errAt returns the error of the given kind at buffer index i.
@@ -267,9 +336,24 @@ func (rd *Reader) more() bool {
 	if rd.srcErr != nil {
 		return false
 	}
+	// The large buffer is held only while reads fill the room they are
+	// given: a short read means the body has stopped arriving fast, so the
+	// next read, which may wait for the network, goes to the small buffer.
+	unread := rd.w - rd.r
+	switch {
+	case rd.large != nil && !rd.filled && unread < len(rd.small):
+		rd.moveTo(rd.small)
+		bufpool.Put(rd.large)
+		rd.large = nil
+	case rd.large == nil && (rd.filled || unread == len(rd.small)):
+		// More is probably waiting, or what is buffered needs more room.
+		rd.large = bufpool.Get(rd.largeSize)
+		rd.moveTo(*rd.large)
+	}
 	// Slide the unread bytes to the front when there is no room left, or
-	// when that costs no more than the room it gives.
-	if rd.r > 0 && (rd.w == len(rd.buf) || rd.w-rd.r <= rd.r) {
+	// when that costs no more than the room it gives (always in the small
+	// buffer, whose room should stay over net/http's 4 KiB reader).
+	if rd.r > 0 && (rd.w == len(rd.buf) || rd.w-rd.r <= rd.r || rd.large == nil) {
 		n := copy(rd.buf, rd.buf[rd.r:rd.w])
 		rd.base += int64(rd.r)
 		rd.r, rd.w = 0, n
@@ -278,11 +362,13 @@ func (rd *Reader) more() bool {
 		return false
 	}
 	for range 100 {
+		room := len(rd.buf) - rd.w
 		n, err := rd.src.Read(rd.buf[rd.w:])
-		if n < 0 || n > len(rd.buf)-rd.w {
+		if n < 0 || n > room {
 			rd.srcErr = errBadRead
 			return false
 		}
+		rd.filled = n == room
 		rd.w += n
 		if err != nil {
 			rd.srcErr = err
@@ -422,9 +508,7 @@ func (rd *Reader) preamble() (*Part, error) {
 				rd.r += n
 				return rd.readPart()
 			case lineClose:
-				rd.r += n
-				rd.err = io.EOF
-				return nil, io.EOF
+				return rd.finish()
 			}
 		}
 		// Skip the rest of the line.
@@ -464,9 +548,7 @@ func (rd *Reader) afterPart() (*Part, error) {
 			rd.r += n
 			return rd.readPart()
 		case lineClose:
-			rd.r += n
-			rd.err = io.EOF
-			return nil, io.EOF
+			return rd.finish()
 		default:
 			if rd.srcErr == io.EOF && !bytes.Contains(rd.buf[rd.r:rd.w], []byte{'\n'}) {
 				return nil, rd.fail(rd.inputErr("a delimiter line"))
@@ -761,8 +843,9 @@ type Part struct {
 }
 
 // next returns the next run of the part's data, at most max bytes of it.
-// If greedy, it reads until the buffer is full, the part ends, or input
-// ends, to return long runs.
+// If greedy, it reads on while reads fill the room they are given, until
+// the large buffer is full, the part ends, or input ends, to return long
+// runs; it never waits for the network while it has data to return.
 func (p *Part) next(greedy bool, max int) ([]byte, error) {
 	rd := p.mr
 	if rd.cur != p {
@@ -773,7 +856,7 @@ func (p *Part) next(greedy bool, max int) ([]byte, error) {
 	}
 	for {
 		rd.scan()
-		if rd.pend > 0 && (!greedy || rd.delim || rd.w == len(rd.buf) || rd.srcErr != nil) {
+		if rd.pend > 0 && (!greedy || rd.delim || rd.srcErr != nil || !rd.filled || (rd.large != nil && rd.w == len(rd.buf))) {
 			n := min(rd.pend, max)
 			c := rd.buf[rd.r : rd.r+n : rd.r+n]
 			rd.r += n

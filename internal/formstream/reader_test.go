@@ -368,30 +368,51 @@ func TestReadWriteToChunkSame(t *testing.T) {
 
 // TestChunkLong checks that Chunk returns runs as long as the buffer, from
 // a reader giving 32 KiB at a time, and does not allocate.
+// TestChunkLong checks that Chunk returns long runs while reads fill the
+// room they are given (a socket with data waiting), and runs no shorter
+// than each read when reads come back short.
 func TestChunkLong(t *testing.T) {
 	body := singleFileBody(8<<20, tb)
-	rd := NewReader(&chunkReader{b: body, n: 32 << 10}, tb, 0)
-	p, err := rd.NextPart()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var chunks, total int
-	for {
-		c, err := p.Chunk()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		chunks++
-		total += len(c)
-	}
-	if total != 8<<20 || chunks > 10 {
-		t.Errorf("%d bytes in %d chunks", total, chunks)
-	}
-	if _, err := rd.NextPart(); err != io.EOF {
-		t.Errorf("NextPart: %v", err)
+	for _, tc := range []struct {
+		name      string
+		perRead   int
+		maxChunks int // at most this many runs
+		minRun    int // every run but the last is at least this long
+	}{
+		{"reads fill the buffer", len(body), 10, 1 << 20},
+		{"32 KiB reads", 32 << 10, 8 << 20 / (32 << 10) * 2, 32 << 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rd := NewReader(&chunkReader{b: body, n: tc.perRead}, tb, 0)
+			p, err := rd.NextPart()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var runs []int
+			total := 0
+			for {
+				c, err := p.Chunk()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				runs = append(runs, len(c))
+				total += len(c)
+			}
+			if total != 8<<20 || len(runs) > tc.maxChunks {
+				t.Errorf("%d bytes in %d chunks", total, len(runs))
+			}
+			for i, n := range runs[:len(runs)-1] {
+				if n < tc.minRun && i > 0 {
+					t.Errorf("run %d of %d: %d bytes; want at least %d", i, len(runs), n, tc.minRun)
+				}
+			}
+			if _, err := rd.NextPart(); err != io.EOF {
+				t.Errorf("NextPart: %v", err)
+			}
+		})
 	}
 }
 

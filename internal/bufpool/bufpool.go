@@ -1,0 +1,141 @@
+// Package bufpool lends large byte buffers to readers that need them only
+// while data flows fast, so that memory follows the bytes in flight rather
+// than the number of open uploads.
+//
+// The pattern it serves: a reader of a network body reads into a small
+// buffer of its own; only when a read fills that buffer (more data is
+// probably waiting) does it borrow a large buffer for the reads that
+// follow, and it gives the large buffer back as soon as a read comes back
+// short (the data has stopped flowing fast). An upload that waits for the
+// network then holds only its small buffer. [Reader] implements that
+// pattern for plain byte streams; the multipart reader does the same
+// inside its own buffer management.
+package bufpool
+
+import (
+	"io"
+	"math/bits"
+	"sync"
+)
+
+// Sizes.
+const (
+	// Small is the size of the buffer a reader keeps for itself. It is a
+	// little over the 4 KiB of net/http's connection reader, so that a read
+	// into it (minus a small leftover) goes straight to the socket instead
+	// of through that reader's buffer.
+	Small = 5 << 10
+
+	// Large is the usual size of a borrowed buffer.
+	Large = 1 << 20
+
+	minClass = 15 // 32 KiB, the smallest buffer the pool lends
+	maxClass = 24 // 16 MiB, the largest
+)
+
+var pools [maxClass - minClass + 1]sync.Pool
+
+// class returns the pool index for a buffer of at least n bytes, or -1 if
+// n is too large to be pooled.
+func class(n int) int {
+	c := minClass
+	if n > 1<<minClass {
+		c = bits.Len(uint(n - 1))
+	}
+	if c > maxClass {
+		return -1
+	}
+	return c - minClass
+}
+
+// Get returns a buffer of length n (and a capacity of the power of two at
+// or above it, at least 32 KiB), from the pool when one is free. Its
+// content is arbitrary. Give it back with Put once it is no longer used.
+func Get(n int) *[]byte {
+	c := class(n)
+	if c < 0 {
+		b := make([]byte, n)
+		return &b
+	}
+	if p, ok := pools[c].Get().(*[]byte); ok {
+		*p = (*p)[:n]
+		return p
+	}
+	b := make([]byte, n, 1<<(c+minClass))
+	return &b
+}
+
+// Put gives back a buffer that Get returned. Nothing may use it after.
+func Put(p *[]byte) {
+	if p == nil {
+		return
+	}
+	c := cap(*p)
+	if c < 1<<minClass || c&(c-1) != 0 {
+		return // not one of ours
+	}
+	i := class(c)
+	if i < 0 {
+		return
+	}
+	*p = (*p)[:c]
+	pools[i].Put(p)
+}
+
+// Reader reads a stream in runs, into a small buffer of its own while the
+// stream is slow and into a large pooled buffer while reads keep filling
+// the buffer they are given. See the package comment.
+type Reader struct {
+	r      io.Reader
+	small  []byte
+	large  *[]byte
+	size   int  // length of the large buffer
+	filled bool // the last read filled its buffer
+}
+
+// NewReader returns a Reader of r that borrows buffers of largeSize bytes
+// (Large when <= 0) while data flows fast.
+func NewReader(r io.Reader, largeSize int) *Reader {
+	if largeSize <= 0 {
+		largeSize = Large
+	}
+	return &Reader{r: r, small: make([]byte, min(Small, largeSize)), size: largeSize}
+}
+
+// Next reads the next run of the stream with one Read of the underlying
+// reader (retried when it returns nothing and no error). The run is valid
+// until the next call to Next or Release. Like io.Reader, it may return
+// data with an error.
+func (a *Reader) Next() ([]byte, error) {
+	buf := a.small
+	if a.filled {
+		if a.large == nil {
+			a.large = Get(a.size)
+		}
+		buf = *a.large
+	} else if a.large != nil {
+		Put(a.large)
+		a.large = nil
+	}
+	for range 100 {
+		n, err := a.r.Read(buf)
+		a.filled = n == len(buf)
+		if n > 0 || err != nil {
+			return buf[:n], err
+		}
+	}
+	return nil, io.ErrNoProgress
+}
+
+// Release gives back the large buffer, if one is held. The Reader may be
+// used again after it.
+func (a *Reader) Release() {
+	if a.large != nil {
+		Put(a.large)
+		a.large = nil
+	}
+	a.filled = false
+}
+
+// Holding reports whether a large buffer is held (for tests).
+func (a *Reader) Holding() bool { return a.large != nil }
