@@ -54,6 +54,7 @@ func (c *fileCheck) end() error {
 // sniff tells the type from the head and checks it against accept.
 func (c *fileCheck) sniff() error {
 	c.sniffed = mimetype.Detect(c.head)
+	c.head = nil // not needed any more; a slow upload should not keep it
 	if err := c.h.accept.check(c.name, c.declared, c.sniffed); err != nil {
 		return errInvalidType.with(err, "file type is not accepted: %v", err).withFile(c.sent)
 	}

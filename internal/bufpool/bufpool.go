@@ -26,7 +26,13 @@ const (
 	// of through that reader's buffer.
 	Small = 5 << 10
 
-	// Large is the usual size of a borrowed buffer.
+	// Medium is the size of the first buffer borrowed after a read filled
+	// the small one: enough for a burst of a slow client, which then never
+	// touches a large buffer.
+	Medium = 64 << 10
+
+	// Large is the usual size of a buffer borrowed while reads keep
+	// filling the buffer they are given.
 	Large = 1 << 20
 
 	minClass = 15 // 32 KiB, the smallest buffer the pool lends
@@ -83,18 +89,21 @@ func Put(p *[]byte) {
 }
 
 // Reader reads a stream in runs, into a small buffer of its own while the
-// stream is slow and into a large pooled buffer while reads keep filling
-// the buffer they are given. See the package comment.
+// stream is slow and into pooled buffers while reads keep filling the
+// buffer they are given: after a read that filled its buffer, the next
+// read gets a bigger one (Medium, then the large size); after a short read,
+// the small one again. See the package comment.
 type Reader struct {
 	r      io.Reader
 	small  []byte
-	large  *[]byte
-	size   int  // length of the large buffer
-	filled bool // the last read filled its buffer
+	held   *[]byte // the pooled buffer of level 1 or 2; nil at level 0
+	level  int     // 0: small, 1: Medium, 2: large
+	size   int     // length of the large buffer
+	filled bool    // the last read filled its buffer
 }
 
-// NewReader returns a Reader of r that borrows buffers of largeSize bytes
-// (Large when <= 0) while data flows fast.
+// NewReader returns a Reader of r that borrows buffers of up to largeSize
+// bytes (Large when <= 0) while data flows fast.
 func NewReader(r io.Reader, largeSize int) *Reader {
 	if largeSize <= 0 {
 		largeSize = Large
@@ -102,20 +111,41 @@ func NewReader(r io.Reader, largeSize int) *Reader {
 	return &Reader{r: r, small: make([]byte, min(Small, largeSize)), size: largeSize}
 }
 
+// LevelSize is the size of the buffer of a level (1 or 2) for a reader
+// whose large buffers have size bytes: Medium, then size.
+func LevelSize(level, size int) int {
+	if level == 1 {
+		return min(Medium, size)
+	}
+	return size
+}
+
+// TopLevel is the highest level for a reader whose large buffers have
+// size bytes: 2, or 1 when size is not over Medium.
+func TopLevel(size int) int {
+	if size <= Medium {
+		return 1
+	}
+	return 2
+}
+
 // Next reads the next run of the stream with one Read of the underlying
 // reader (retried when it returns nothing and no error). The run is valid
 // until the next call to Next or Release. Like io.Reader, it may return
 // data with an error.
 func (a *Reader) Next() ([]byte, error) {
+	switch {
+	case !a.filled:
+		a.Release()
+	case a.level < TopLevel(a.size):
+		a.level++
+		next := Get(LevelSize(a.level, a.size))
+		Put(a.held)
+		a.held = next
+	}
 	buf := a.small
-	if a.filled {
-		if a.large == nil {
-			a.large = Get(a.size)
-		}
-		buf = *a.large
-	} else if a.large != nil {
-		Put(a.large)
-		a.large = nil
+	if a.held != nil {
+		buf = *a.held
 	}
 	for range 100 {
 		n, err := a.r.Read(buf)
@@ -127,15 +157,12 @@ func (a *Reader) Next() ([]byte, error) {
 	return nil, io.ErrNoProgress
 }
 
-// Release gives back the large buffer, if one is held. The Reader may be
+// Release gives back the pooled buffer, if one is held. The Reader may be
 // used again after it.
 func (a *Reader) Release() {
-	if a.large != nil {
-		Put(a.large)
-		a.large = nil
-	}
-	a.filled = false
+	Put(a.held)
+	a.held, a.level, a.filled = nil, 0, false
 }
 
 // Holding reports whether a large buffer is held (for tests).
-func (a *Reader) Holding() bool { return a.large != nil }
+func (a *Reader) Holding() bool { return a.held != nil }

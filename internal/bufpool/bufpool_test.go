@@ -52,7 +52,7 @@ func (s *steps) Read(p []byte) (int, error) {
 func TestReader(t *testing.T) {
 	data := bytes.Repeat([]byte("0123456789abcdef"), 1<<18) // 4 MiB
 	src := &steps{b: data, sizes: []int{0, 0, 100, 0, 7, 0, 0, 0, 1}}
-	r := NewReader(src, 64<<10)
+	r := NewReader(src, 256<<10)
 	var got []byte
 	for {
 		c, err := r.Next()
@@ -68,17 +68,20 @@ func TestReader(t *testing.T) {
 	if !bytes.Equal(got, data) {
 		t.Fatal("the bytes changed")
 	}
-	prevFilled := false
+	level := 0
 	for i, off := range src.offered {
 		want := Small
-		if prevFilled {
-			want = 64 << 10
+		if level > 0 {
+			want = LevelSize(level, 256<<10)
 		}
 		if off != want {
 			t.Fatalf("read %d: offered %d bytes; want %d", i, off, want)
 		}
-		k := src.sizes[i%len(src.sizes)]
-		prevFilled = k == 0 || k >= off
+		if k := src.sizes[i%len(src.sizes)]; k == 0 || k >= off {
+			level = min(level+1, 2)
+		} else {
+			level = 0
+		}
 	}
 	if r.Holding() {
 		t.Error("a large buffer is held after Release")

@@ -170,7 +170,8 @@ type Reader struct {
 	base int64 // body offset of buf[0]
 
 	small     []byte  // the Reader's own buffer
-	large     *[]byte // a pooled buffer, held while the body arrives fast; nil otherwise
+	held      *[]byte // a pooled buffer, held while the body arrives fast; nil otherwise
+	level     int     // 0: small buffer; 1: bufpool.Medium; 2: large buffer (see bufpool.LevelSize)
 	largeSize int
 	filled    bool // the last read filled the room it was given
 
@@ -285,10 +286,8 @@ func (rd *Reader) finish() (*Part, error) {
 // more.
 func (rd *Reader) dropBuffers() {
 	rd.buf, rd.r, rd.w = rd.small[:0], 0, 0
-	if rd.large != nil {
-		bufpool.Put(rd.large)
-		rd.large = nil
-	}
+	bufpool.Put(rd.held)
+	rd.held, rd.level = nil, 0
 }
 
 // Release gives back the large buffer the Reader may hold. The Reader
@@ -336,24 +335,28 @@ func (rd *Reader) more() bool {
 	if rd.srcErr != nil {
 		return false
 	}
-	// The large buffer is held only while reads fill the room they are
+	// Pooled buffers are held only while reads fill the room they are
 	// given: a short read means the body has stopped arriving fast, so the
 	// next read, which may wait for the network, goes to the small buffer.
+	// A read that filled its room (more is probably waiting), or unread
+	// bytes that need more room, move one size up.
 	unread := rd.w - rd.r
 	switch {
-	case rd.large != nil && !rd.filled && unread < len(rd.small):
+	case rd.held != nil && !rd.filled && unread < len(rd.small):
 		rd.moveTo(rd.small)
-		bufpool.Put(rd.large)
-		rd.large = nil
-	case rd.large == nil && (rd.filled || unread == len(rd.small)):
-		// More is probably waiting, or what is buffered needs more room.
-		rd.large = bufpool.Get(rd.largeSize)
-		rd.moveTo(*rd.large)
+		bufpool.Put(rd.held)
+		rd.held, rd.level = nil, 0
+	case (rd.filled || unread == len(rd.buf)) && rd.level < bufpool.TopLevel(rd.largeSize):
+		rd.level++
+		next := bufpool.Get(bufpool.LevelSize(rd.level, rd.largeSize))
+		rd.moveTo(*next)
+		bufpool.Put(rd.held)
+		rd.held = next
 	}
 	// Slide the unread bytes to the front when there is no room left, or
 	// when that costs no more than the room it gives (always in the small
 	// buffer, whose room should stay over net/http's 4 KiB reader).
-	if rd.r > 0 && (rd.w == len(rd.buf) || rd.w-rd.r <= rd.r || rd.large == nil) {
+	if rd.r > 0 && (rd.w == len(rd.buf) || rd.w-rd.r <= rd.r || rd.held == nil) {
 		n := copy(rd.buf, rd.buf[rd.r:rd.w])
 		rd.base += int64(rd.r)
 		rd.r, rd.w = 0, n
@@ -856,7 +859,7 @@ func (p *Part) next(greedy bool, max int) ([]byte, error) {
 	}
 	for {
 		rd.scan()
-		if rd.pend > 0 && (!greedy || rd.delim || rd.srcErr != nil || !rd.filled || (rd.large != nil && rd.w == len(rd.buf))) {
+		if rd.pend > 0 && (!greedy || rd.delim || rd.srcErr != nil || !rd.filled || (rd.level == bufpool.TopLevel(rd.largeSize) && rd.w == len(rd.buf))) {
 			n := min(rd.pend, max)
 			c := rd.buf[rd.r : rd.r+n : rd.r+n]
 			rd.r += n

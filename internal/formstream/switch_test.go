@@ -78,7 +78,7 @@ func TestBufferSwitch(t *testing.T) {
 					for i := range std {
 						comparePart(t, i, std[i], got[i])
 					}
-					if rd.large != nil {
+					if rd.held != nil {
 						t.Fatalf("offset %d, pattern %d: the large buffer is held after the end", n, pi)
 					}
 				}
@@ -107,7 +107,7 @@ func TestSlowBodyHoldsSmallBuffer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if rd.large != nil {
+		if rd.held != nil {
 			t.Fatal("a large buffer is held while the body arrives slowly")
 		}
 	}
@@ -127,7 +127,7 @@ func TestSlowBodyHoldsSmallBuffer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if rd.large != nil {
+		if rd.held != nil {
 			borrowed = true
 		} else if borrowed {
 			returned = true
@@ -150,11 +150,11 @@ func TestRelease(t *testing.T) {
 	if _, err := p.Chunk(); err != nil {
 		t.Fatal(err)
 	}
-	if rd.large == nil {
+	if rd.held == nil {
 		t.Fatal("no large buffer while reads fill it")
 	}
 	rd.Release()
-	if rd.large != nil {
+	if rd.held != nil {
 		t.Error("the large buffer is held after Release")
 	}
 	if _, err := p.Chunk(); err == nil || err == io.EOF {

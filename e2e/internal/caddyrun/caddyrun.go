@@ -31,41 +31,60 @@ const (
 )
 
 var (
-	buildOnce sync.Once
-	caddyBin  string
-	buildErr  error
-	workDir   string // holds the built Caddy; Cleanup removes it
+	buildOnce, plainOnce sync.Once
+	caddyBin, plainBin   string
+	buildErr, plainErr   error
+	dirMu                sync.Mutex
+	workDirs             []string // hold the built Caddys; Cleanup removes them
 )
 
 // Caddy returns the path of Caddy built from ./cmd/caddy, building it on the
 // first call of the test process.
 func Caddy() (string, error) {
-	buildOnce.Do(func() { caddyBin, buildErr = build() })
+	buildOnce.Do(func() { caddyBin, buildErr = build(RaceEnabled()) })
 	return caddyBin, buildErr
+}
+
+// CaddyPlain returns the path of Caddy built from ./cmd/caddy without the
+// race detector, whatever the test binary has: for measuring the server's
+// memory, which the race detector multiplies.
+func CaddyPlain() (string, error) {
+	if !RaceEnabled() {
+		return Caddy()
+	}
+	plainOnce.Do(func() { plainBin, plainErr = build(false) })
+	return plainBin, plainErr
 }
 
 // Cleanup removes the built Caddy; call it from TestMain after m.Run.
 func Cleanup() {
-	if workDir != "" {
-		os.RemoveAll(workDir)
+	dirMu.Lock()
+	defer dirMu.Unlock()
+	for _, d := range workDirs {
+		os.RemoveAll(d)
 	}
+	workDirs = nil
 }
 
-func build() (string, error) {
+func build(race bool) (string, error) {
 	root, err := RepoRoot()
 	if err != nil {
 		return "", err
 	}
-	if workDir, err = os.MkdirTemp("", "e2e-caddy-"); err != nil {
+	workDir, err := os.MkdirTemp("", "e2e-caddy-")
+	if err != nil {
 		return "", err
 	}
+	dirMu.Lock()
+	workDirs = append(workDirs, workDir)
+	dirMu.Unlock()
 	goTool, err := exec.LookPath("go")
 	if err != nil {
 		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
 	}
 	bin := filepath.Join(workDir, "caddy")
 	args := []string{"build", "-o", bin}
-	if RaceEnabled() {
+	if race {
 		args = append(args, "-race")
 	}
 	args = append(args, "./cmd/caddy")
@@ -78,7 +97,7 @@ func build() (string, error) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go %s (in %s): %v\n%s", strings.Join(args, " "), root, err, out)
 	}
-	fmt.Fprintf(os.Stderr, "built Caddy (race=%v) in %v\n", RaceEnabled(), time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(os.Stderr, "built Caddy (race=%v) in %v\n", race, time.Since(start).Round(time.Millisecond))
 	return bin, nil
 }
 
