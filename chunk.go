@@ -183,7 +183,7 @@ func tusLoadError(err error) error {
 	if errors.Is(err, fs.ErrNotExist) {
 		return errUploadNotFound.with(err, "no resumable upload has this id")
 	}
-	return err
+	return storeError(err)
 }
 
 // expired reports whether an unfinished upload is past its expiry.

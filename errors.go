@@ -37,6 +37,7 @@ var (
 	errTooManyFiles        = &uploadError{Status: http.StatusUnprocessableEntity, Code: "too-many-files", Detail: "request holds more files than allowed"}
 	errAppRefused          = &uploadError{Status: http.StatusBadGateway, Code: "app-refused", Detail: "the app behind refused the upload"}
 	errInsufficientStorage = &uploadError{Status: http.StatusInsufficientStorage, Code: "insufficient-storage", Detail: "not enough storage space for the upload"}
+	errServerBusy          = &uploadError{Status: http.StatusServiceUnavailable, Code: "server-busy", Detail: "the server is handling too many uploads; try again later"}
 )
 
 // with returns a copy of e with a more precise detail and its cause.
@@ -78,6 +79,9 @@ type errorBody struct {
 func writeError(w http.ResponseWriter, e *uploadError) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
+	if e.Status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "5")
+	}
 	w.WriteHeader(e.Status)
 	_ = json.NewEncoder(w).Encode(errorBody{Detail: e.Detail, Code: e.Code, File: e.File})
 }
@@ -85,4 +89,10 @@ func writeError(w http.ResponseWriter, e *uploadError) {
 // isNoSpace reports whether err is a full disk or an exhausted quota.
 func isNoSpace(err error) bool {
 	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
+// isOutOfDescriptors reports whether err is the process (EMFILE) or the
+// system (ENFILE) out of file descriptors.
+func isOutOfDescriptors(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
 }

@@ -319,7 +319,10 @@ func (h *Handler) finish(r *http.Request, entry *progressEntry, body *bodyReader
 func (h *Handler) refuse(w http.ResponseWriter, err error) error {
 	var ue *uploadError
 	if errors.As(err, &ue) {
-		if c := h.logger.Check(zap.DebugLevel, "upload refused"); c != nil {
+		if ue.Status == http.StatusServiceUnavailable {
+			// Not the client's fault: the operator should know.
+			h.logger.Warn("upload refused: server busy", zap.String("code", ue.Code), zap.Error(ue.err))
+		} else if c := h.logger.Check(zap.DebugLevel, "upload refused"); c != nil {
 			c.Write(zap.String("code", ue.Code), zap.String("file", ue.File), zap.Error(ue.err))
 		}
 		writeError(w, ue)

@@ -286,6 +286,11 @@ func (h *Handler) serveProgress(w http.ResponseWriter, r *http.Request, id strin
 		return json.NewEncoder(w).Encode(h.progressOf(r, reg, key))
 	}
 
+	if eventStreams.Add(1) > maxEventStreams {
+		eventStreams.Add(-1)
+		return h.refuse(w, errServerBusy.with(nil, "too many progress event streams are open; poll instead, or try again later"))
+	}
+	defer eventStreams.Add(-1)
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
@@ -322,6 +327,14 @@ func (h *Handler) serveProgress(w http.ResponseWriter, r *http.Request, id strin
 
 // sseInterval is how often an event stream looks at a live upload's count.
 const sseInterval = 250 * time.Millisecond
+
+// maxEventStreams bounds the progress event streams open at once in this
+// process; past it a stream is refused with 503 server-busy (the JSON
+// answer stays available).
+const maxEventStreams = 10000
+
+// eventStreams counts the progress event streams open in this process.
+var eventStreams atomic.Int64
 
 // progressOf describes an upload, or says "starting" for one not seen. A
 // resumable upload that the registry does not hold (Caddy restarted since

@@ -395,6 +395,8 @@ func storeError(err error) error {
 		return errFileExists.with(err, "a file or folder with this name exists already")
 	case isNoSpace(err):
 		return errInsufficientStorage.with(err, "not enough storage space for the upload")
+	case isOutOfDescriptors(err):
+		return errServerBusy.with(err, "the server has too many open files; try again later")
 	}
 	return err
 }
