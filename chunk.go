@@ -562,7 +562,7 @@ func (h *Handler) tusAppend(info *tusInfo, body *bodyReader, checksum *tusChecks
 			return err
 		}
 	}
-	sink := newFileSink(f, fileHash)
+	sink := newFileSink(f, fileHash, h.root.appendTo(tusDataPath(info.ID)))
 	start, saved := info.Offset, *info
 
 	var head []byte
@@ -625,7 +625,7 @@ func (h *Handler) tusAppend(info *tusInfo, body *bodyReader, checksum *tusChecks
 		info.Offset += int64(n)
 		counter.Store(info.Offset)
 		if sinceSave += int64(n); checksum == nil && sinceSave >= tusCheckpoint {
-			if err := h.tusSave(f, info, fileHash); err != nil {
+			if err := h.tusSave(sink, info, fileHash); err != nil {
 				_ = sink.close(false)
 				return err
 			}
@@ -664,7 +664,7 @@ func (h *Handler) tusAppend(info *tusInfo, body *bodyReader, checksum *tusChecks
 			_ = sink.close(false)
 			return err
 		}
-		if serr := h.tusSave(f, info, fileHash); serr != nil {
+		if serr := h.tusSave(sink, info, fileHash); serr != nil {
 			_ = sink.close(false)
 			return serr
 		}
@@ -677,7 +677,7 @@ func (h *Handler) tusAppend(info *tusInfo, body *bodyReader, checksum *tusChecks
 			return err
 		}
 	}
-	if err := h.tusSave(f, info, fileHash); err != nil {
+	if err := h.tusSave(sink, info, fileHash); err != nil {
 		_ = sink.close(false)
 		return err
 	}
@@ -708,9 +708,9 @@ func checksumOK(c *tusChecksum) bool {
 }
 
 // tusSave makes the data durable (with fsync) and then saves the state.
-func (h *Handler) tusSave(f *os.File, info *tusInfo, fileHash hash.Hash) error {
+func (h *Handler) tusSave(sink *fileSink, info *tusInfo, fileHash hash.Hash) error {
 	if h.fsync {
-		if err := f.Sync(); err != nil {
+		if err := sink.sync(); err != nil {
 			return storeError(err)
 		}
 	}
@@ -869,7 +869,7 @@ func (h *Handler) serveTusConcat(w http.ResponseWriter, r *http.Request, next ca
 	if err != nil {
 		return h.refuse(w, storeError(err))
 	}
-	defer h.root.root.Remove(tmp) // gone already once committed
+	defer h.root.removeTemp(tmp) // gone already once committed
 	if err := h.concatParts(f, info, parts); err != nil {
 		return h.refuse(w, err)
 	}
@@ -938,7 +938,7 @@ func (h *Handler) holdUploads(ids []string) func() {
 // concatParts writes the partial uploads' data into f, hashing and checking
 // the type on the way, and closes f.
 func (h *Handler) concatParts(f *os.File, info *tusInfo, parts []*tusInfo) error {
-	sink := newFileSink(f, h.newHash())
+	sink := newFileSink(f, h.newHash(), nil)
 	head := make([]byte, 0, sniffLen)
 	bufp := bufpool.Get(bufpool.Large) // files on disk: no waiting
 	defer bufpool.Put(bufp)

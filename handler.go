@@ -11,6 +11,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"os"
 	"path"
 	"strings"
 	"time"
@@ -388,7 +389,12 @@ func (u *upload) receiveFile(part *formstream.Part) error {
 		return errFileExists.withFile(sent)
 	}
 
-	f, tmp, err := h.root.createTemp()
+	var f *os.File
+	var tmp string
+	err = waitDescriptor(func() (err error) {
+		f, tmp, err = h.root.createTemp()
+		return err
+	})
 	if err != nil {
 		return storeError(err)
 	}
@@ -396,7 +402,7 @@ func (u *upload) receiveFile(part *formstream.Part) error {
 	rf.Field = part.FormName()
 	rf.Path = name
 	u.files = append(u.files, rf) // from here on, discard removes the temp file
-	sink := newFileSink(f, h.newHash())
+	sink := newFileSink(f, h.newHash(), h.root.appendTo(tmp))
 	closed := false
 	defer func() {
 		if !closed {
@@ -477,7 +483,7 @@ func conflictError(err error, sent string) error {
 func (u *upload) discard() {
 	for _, f := range u.files {
 		if f.tmp != "" {
-			_ = u.h.root.root.Remove(f.tmp)
+			u.h.root.removeTemp(f.tmp)
 			f.tmp = ""
 		}
 	}
