@@ -6,6 +6,8 @@ import (
 	"hash"
 	"io/fs"
 	"os"
+	"path"
+	"syscall"
 	"time"
 )
 
@@ -26,73 +28,127 @@ const parkBelow = 64 << 10
 // hashing does not add its time to the upload's; that goroutine lives only
 // for the one write, so a slow upload (small writes) keeps no goroutine and
 // no copy of its bytes between writes.
+//
+// A parked file is opened again with openat(2) in its folder, which the
+// upload root keeps open, and written through the bare descriptor: no
+// *os.File and no path walk per write, so parking costs a slow upload two
+// system calls per write and no garbage.
 type fileSink struct {
-	f      *os.File                 // nil while parked
-	reopen func() (*os.File, error) // opens the file again to append; nil: never parked
-	h      hash.Hash
-	done   chan struct{} // the hashing goroutine of a large write has finished
+	f    *os.File // the file as opened first; nil once parked
+	fd   int      // the file opened again, -1 while parked
+	park *parking // where to open it again; nil: never parked
+	h    hash.Hash
+	done chan struct{} // the hashing goroutine of a large write has finished
+}
+
+// parking is where a parked file is opened again: its folder's descriptor
+// and its base name.
+type parking struct {
+	dir  *os.File
+	name string
 }
 
 // newFileSink writes to f and feeds h (nil: no hash), which may already hold
-// the state of the bytes before (a resumed upload). With reopen, the file
-// is closed between small writes and reopen opens it again, for appending.
-func newFileSink(f *os.File, h hash.Hash, reopen func() (*os.File, error)) *fileSink {
-	return &fileSink{f: f, h: h, reopen: reopen}
+// the state of the bytes before (a resumed upload). With park, the file is
+// closed between small writes and opened again there, for appending.
+func newFileSink(f *os.File, h hash.Hash, park *parking) *fileSink {
+	return &fileSink{f: f, fd: -1, h: h, park: park}
 }
 
-// appendTo returns a reopen function for newFileSink: the file name of the
-// upload root, opened for appending.
-func (u *uploadRoot) appendTo(name string) func() (*os.File, error) {
-	return func() (*os.File, error) {
-		return u.root.OpenFile(name, os.O_WRONLY|os.O_APPEND, 0)
+// appendTo returns where the file name of the upload root (a name the
+// module made, in its private folder) is opened again when parked, or nil
+// (no parking) if its folder cannot be opened.
+func (u *uploadRoot) appendTo(name string) *parking {
+	dir := path.Dir(name)
+	if d, ok := u.folders.Load(dir); ok {
+		return &parking{dir: d.(*os.File), name: path.Base(name)}
 	}
-}
-
-// file returns the open file, opening it again if it is parked. Out of
-// descriptors, it waits a little for one (others are closed all the time)
-// before it gives up.
-func (s *fileSink) file() (*os.File, error) {
-	if s.f != nil {
-		return s.f, nil
-	}
-	var f *os.File
-	err := waitDescriptor(func() (err error) {
-		f, err = s.reopen()
-		return err
-	})
+	d, err := u.root.Open(dir)
 	if err != nil {
-		return nil, err
+		return nil
 	}
-	s.f = f
-	return f, nil
+	if got, loaded := u.folders.LoadOrStore(dir, d); loaded {
+		d.Close()
+		d = got.(*os.File)
+	}
+	return &parking{dir: d, name: path.Base(name)}
 }
 
-// waitDescriptor runs open, and again for a little more than a second
-// while it fails for want of a file descriptor (uploads close theirs all
-// the time), before it gives up with that error.
-func waitDescriptor(open func() error) error {
-	err := open()
-	for d := 5 * time.Millisecond; err != nil && isOutOfDescriptors(err) && d <= 640*time.Millisecond; d *= 2 {
-		time.Sleep(d)
-		err = open()
+// closeFolders closes the folders appendTo opened.
+func (u *uploadRoot) closeFolders() {
+	u.folders.Range(func(k, v any) bool {
+		v.(*os.File).Close()
+		u.folders.Delete(k)
+		return true
+	})
+}
+
+// open opens a parked file again, waiting a little for a descriptor if
+// there is none.
+func (s *fileSink) open() error {
+	return waitDescriptor(func() error {
+		fd, err := syscall.Openat(int(s.park.dir.Fd()), s.park.name, syscall.O_WRONLY|syscall.O_APPEND|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, 0)
+		if err != nil {
+			return &fs.PathError{Op: "open", Path: s.park.name, Err: err}
+		}
+		s.fd = fd
+		return nil
+	})
+}
+
+// write writes p to the file, opened or parked.
+func (s *fileSink) write(p []byte) (int, error) {
+	if s.f != nil {
+		return s.f.Write(p)
 	}
-	return err
+	if s.fd < 0 {
+		if err := s.open(); err != nil {
+			return 0, err
+		}
+	}
+	n := 0
+	for n < len(p) {
+		k, err := syscall.Write(s.fd, p[n:])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return n, &fs.PathError{Op: "write", Path: s.park.name, Err: err}
+		}
+		n += k
+	}
+	return n, nil
+}
+
+// parkNow closes the file; its error carries write errors the file system
+// deferred.
+func (s *fileSink) parkNow() error {
+	if s.f != nil {
+		err := s.f.Close()
+		s.f = nil
+		return err
+	}
+	if s.fd >= 0 {
+		err := syscall.Close(s.fd)
+		s.fd = -1
+		if err != nil {
+			return &fs.PathError{Op: "close", Path: s.park.name, Err: err}
+		}
+	}
+	return nil
 }
 
 // Write writes p to the file and the hash. p is not used after it returns;
 // between two calls the hash is idle, so its state may be read or saved.
 func (s *fileSink) Write(p []byte) (int, error) {
-	f, err := s.file()
-	if err != nil {
-		return 0, err
-	}
 	var n int
+	var err error
 	switch {
 	case s.h == nil:
-		n, err = f.Write(p)
+		n, err = s.write(p)
 	case len(p) < parallelHashMin:
 		s.h.Write(p)
-		n, err = f.Write(p)
+		n, err = s.write(p)
 	default:
 		if s.done == nil {
 			s.done = make(chan struct{})
@@ -101,24 +157,29 @@ func (s *fileSink) Write(p []byte) (int, error) {
 			s.h.Write(p)
 			s.done <- struct{}{}
 		}()
-		n, err = f.Write(p)
+		n, err = s.write(p)
 		<-s.done
 	}
-	if err == nil && s.reopen != nil && len(p) < parkBelow {
-		// Close carries write errors the file system deferred.
-		err = s.f.Close()
-		s.f = nil
+	if err == nil && s.park != nil && len(p) < parkBelow {
+		err = s.parkNow()
 	}
 	return n, err
 }
 
 // sync flushes the file to stable storage.
 func (s *fileSink) sync() error {
-	f, err := s.file()
-	if err != nil {
-		return err
+	if s.f != nil {
+		return s.f.Sync()
 	}
-	return f.Sync()
+	if s.fd < 0 {
+		if err := s.open(); err != nil {
+			return err
+		}
+	}
+	if err := syscall.Fsync(s.fd); err != nil {
+		return &fs.PathError{Op: "sync", Path: s.park.name, Err: err}
+	}
+	return nil
 }
 
 // sum returns the hex digest, or "" without a hash.
@@ -132,18 +193,24 @@ func (s *fileSink) sum() string {
 // close flushes the file when fsync is set and closes it. Its error
 // carries any write error the file system deferred.
 func (s *fileSink) close(fsync bool) error {
-	if s.f == nil && !fsync {
-		return nil // parked: closed already, its error checked then
-	}
 	var err error
 	if fsync {
 		err = s.sync()
 	}
-	if s.f != nil {
-		if cerr := s.f.Close(); err == nil {
-			err = cerr
-		}
-		s.f = nil
+	if cerr := s.parkNow(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// waitDescriptor runs open, and again for a little more than a second
+// while it fails for want of a file descriptor (uploads close theirs all
+// the time), before it gives up with that error.
+func waitDescriptor(open func() error) error {
+	err := open()
+	for d := 5 * time.Millisecond; err != nil && isOutOfDescriptors(err) && d <= 640*time.Millisecond; d *= 2 {
+		time.Sleep(d)
+		err = open()
 	}
 	return err
 }

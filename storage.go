@@ -44,10 +44,15 @@ type uploadRoot struct {
 
 	heldMu sync.Mutex
 	held   map[string]*batch // completed resumable uploads the app has yet to accept
+
+	folders sync.Map // folder -> *os.File, opened once, where parked files are opened again (sink.go)
 }
 
 // Destruct closes the root when the last handler using it is cleaned up.
-func (u *uploadRoot) Destruct() error { return u.root.Close() }
+func (u *uploadRoot) Destruct() error {
+	u.closeFolders()
+	return u.root.Close()
+}
 
 // release drops this handler's use of the root.
 func (u *uploadRoot) release() error {
