@@ -241,7 +241,7 @@ func run(o options) error {
 		o.size, o.pieces, o.duration, o.ramp, o.after)
 	for _, n := range o.ns {
 		if need := uint64(2*n + 100); need > limit {
-			fmt.Printf("NOTE: %d uploads need about %d descriptors in the server (sockets and files); the limit is %d\n", n, need, limit)
+			fmt.Printf("NOTE: a server that keeps each upload's file open needs about %d descriptors for %d uploads (sockets and files); the limit is %d\n", need, n, limit)
 		}
 	}
 

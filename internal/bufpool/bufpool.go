@@ -16,6 +16,7 @@ import (
 	"io"
 	"math/bits"
 	"sync"
+	"sync/atomic"
 )
 
 // Sizes.
@@ -41,6 +42,21 @@ const (
 
 var pools [maxClass - minClass + 1]sync.Pool
 
+// Budget bounds the bytes lent by TryGet at once (buffers out of the
+// pool, counted at their capacity). When a server is short of CPU, every
+// upload's data waits in its socket, so every upload's reads fill their
+// buffer: without a budget each would borrow a large buffer and the memory
+// would follow the number of uploads again. Past the budget, readers stay
+// with the buffer they have. Get, for what cannot wait, is counted but not
+// refused.
+const Budget = 128 << 20
+
+// lent is the bytes lent now.
+var lent atomic.Int64
+
+// Lent returns the bytes lent now (for tests and metrics).
+func Lent() int64 { return lent.Load() }
+
 // class returns the pool index for a buffer of at least n bytes, or -1 if
 // n is too large to be pooled.
 func class(n int) int {
@@ -63,6 +79,26 @@ func Get(n int) *[]byte {
 		b := make([]byte, n)
 		return &b
 	}
+	lent.Add(1 << (c + minClass))
+	return get(c, n)
+}
+
+// TryGet is Get within the Budget: it returns nil when lending the buffer
+// would take the bytes lent past it.
+func TryGet(n int) *[]byte {
+	c := class(n)
+	if c < 0 {
+		return nil
+	}
+	size := int64(1) << (c + minClass)
+	if lent.Add(size) > Budget {
+		lent.Add(-size)
+		return nil
+	}
+	return get(c, n)
+}
+
+func get(c, n int) *[]byte {
 	if p, ok := pools[c].Get().(*[]byte); ok {
 		*p = (*p)[:n]
 		return p
@@ -85,6 +121,7 @@ func Put(p *[]byte) {
 		return
 	}
 	*p = (*p)[:c]
+	lent.Add(-int64(c))
 	pools[i].Put(p)
 }
 
@@ -138,10 +175,12 @@ func (a *Reader) Next() ([]byte, error) {
 	case !a.filled:
 		a.Release()
 	case a.level < TopLevel(a.size):
-		a.level++
-		next := Get(LevelSize(a.level, a.size))
-		Put(a.held)
-		a.held = next
+		// Up one size, if the budget allows; else stay.
+		if next := TryGet(LevelSize(a.level+1, a.size)); next != nil {
+			a.level++
+			Put(a.held)
+			a.held = next
+		}
 	}
 	buf := a.small
 	if a.held != nil {

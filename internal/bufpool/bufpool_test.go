@@ -87,3 +87,37 @@ func TestReader(t *testing.T) {
 		t.Error("a large buffer is held after Release")
 	}
 }
+
+// TestBudget checks that TryGet refuses past the budget and that Put
+// gives the bytes back; a Reader then stays with the buffer it has.
+func TestBudget(t *testing.T) {
+	before := Lent()
+	var held []*[]byte
+	for Lent()+Large <= Budget {
+		p := TryGet(Large)
+		if p == nil {
+			t.Fatalf("TryGet refused at %d lent, under the budget", Lent())
+		}
+		held = append(held, p)
+	}
+	if p := TryGet(Large); p != nil {
+		t.Fatalf("TryGet lent past the budget (%d lent)", Lent())
+	}
+	// A Reader whose reads fill its buffer stays with the small one.
+	src := &steps{b: bytes.Repeat([]byte("x"), 1<<20), sizes: []int{0}}
+	r := NewReader(src, Large)
+	for {
+		if _, err := r.Next(); err != nil {
+			break
+		}
+		if r.Holding() {
+			t.Fatal("a Reader borrowed past the budget")
+		}
+	}
+	for _, p := range held {
+		Put(p)
+	}
+	if Lent() != before {
+		t.Errorf("lent %d after giving everything back; want %d", Lent(), before)
+	}
+}

@@ -3,12 +3,12 @@
 // mime/multipart where large files are uploaded.
 //
 // The body is read into a small buffer (a few KiB) while it arrives
-// slowly, and into a large buffer (1 MiB by default) borrowed from a pool
-// (internal/bufpool) while it arrives fast: the large buffer is taken when
-// a read fills the small one, and given back as soon as a read comes back
-// short, when the reader ends, or on [Reader.Release]. A reader that waits
-// for the network thus holds only its small buffer. The end of a part's
-// data is found by a sampling search that looks at 2 of every
+// slowly, and into buffers borrowed from a pool (internal/bufpool) while
+// it arrives fast: a read that fills its buffer moves the reader one size
+// up (64 KiB, then the large buffer, 1 MiB by default), and the borrowed
+// buffer is given back as soon as a read comes back short, when the reader
+// ends, or on [Reader.Release]. A reader that waits for the network thus
+// holds only its small buffer. The end of a part's data is found by a sampling search that looks at 2 of every
 // len(boundary)+3 bytes (falling back to bytes.Index on data made of the
 // delimiter's bytes), and the data is handed out as slices of that buffer
 // ([Part.Chunk], [Part.WriteTo]) with no per-byte work and no allocation per
@@ -174,6 +174,7 @@ type Reader struct {
 	level     int     // 0: small buffer; 1: bufpool.Medium; 2: large buffer (see bufpool.LevelSize)
 	largeSize int
 	filled    bool // the last read filled the room it was given
+	grown     bool // grow moved to a bigger buffer since the last read
 
 	dashBoundary   []byte // "--" + boundary
 	nlDashBoundary []byte // "\r\n--" + boundary
@@ -303,6 +304,27 @@ func (rd *Reader) Release() {
 // errReleased is the error of a Reader used after Release.
 var errReleased = errors.New("formstream: reader released")
 
+// grow moves the unread bytes into a buffer one size up, if there is one
+// and the pool's budget allows it (or force), and reports whether it did.
+func (rd *Reader) grow(force bool) bool {
+	if rd.level >= bufpool.TopLevel(rd.largeSize) {
+		return false
+	}
+	size := bufpool.LevelSize(rd.level+1, rd.largeSize)
+	next := bufpool.TryGet(size)
+	if next == nil {
+		if !force {
+			return false
+		}
+		next = bufpool.Get(size)
+	}
+	rd.level++
+	rd.moveTo(*next)
+	bufpool.Put(rd.held)
+	rd.held, rd.grown = next, true
+	return true
+}
+
 // moveTo moves the unread bytes to the front of dst and makes it the
 // buffer.
 func (rd *Reader) moveTo(dst []byte) {
@@ -342,16 +364,16 @@ func (rd *Reader) more() bool {
 	// bytes that need more room, move one size up.
 	unread := rd.w - rd.r
 	switch {
+	case rd.grown:
+		// Moved up already for this read (a full buffer in Part.next).
 	case rd.held != nil && !rd.filled && unread < len(rd.small):
 		rd.moveTo(rd.small)
 		bufpool.Put(rd.held)
 		rd.held, rd.level = nil, 0
-	case (rd.filled || unread == len(rd.buf)) && rd.level < bufpool.TopLevel(rd.largeSize):
-		rd.level++
-		next := bufpool.Get(bufpool.LevelSize(rd.level, rd.largeSize))
-		rd.moveTo(*next)
-		bufpool.Put(rd.held)
-		rd.held = next
+	case rd.filled || unread == len(rd.buf):
+		// Up one size if the pool's budget allows, or if what is buffered
+		// needs the room (a header block over the small buffer).
+		rd.grow(unread == len(rd.buf))
 	}
 	// Slide the unread bytes to the front when there is no room left, or
 	// when that costs no more than the room it gives (always in the small
@@ -371,7 +393,7 @@ func (rd *Reader) more() bool {
 			rd.srcErr = errBadRead
 			return false
 		}
-		rd.filled = n == room
+		rd.filled, rd.grown = n == room, false
 		rd.w += n
 		if err != nil {
 			rd.srcErr = err
@@ -847,8 +869,10 @@ type Part struct {
 
 // next returns the next run of the part's data, at most max bytes of it.
 // If greedy, it reads on while reads fill the room they are given, until
-// the large buffer is full, the part ends, or input ends, to return long
-// runs; it never waits for the network while it has data to return.
+// the buffer is full, the part ends, or input ends, to return long runs;
+// it never waits for the network while it has data to return. A full
+// buffer is moved into a bigger one when the pool's budget allows, and
+// handed out otherwise.
 func (p *Part) next(greedy bool, max int) ([]byte, error) {
 	rd := p.mr
 	if rd.cur != p {
@@ -859,7 +883,7 @@ func (p *Part) next(greedy bool, max int) ([]byte, error) {
 	}
 	for {
 		rd.scan()
-		if rd.pend > 0 && (!greedy || rd.delim || rd.srcErr != nil || !rd.filled || (rd.level == bufpool.TopLevel(rd.largeSize) && rd.w == len(rd.buf))) {
+		if rd.pend > 0 && (!greedy || rd.delim || rd.srcErr != nil || !rd.filled || (rd.w == len(rd.buf) && !rd.grow(false))) {
 			n := min(rd.pend, max)
 			c := rd.buf[rd.r : rd.r+n : rd.r+n]
 			rd.r += n
