@@ -901,16 +901,19 @@ func (p *Part) next(greedy bool, max int) ([]byte, error) {
 
 // Chunk returns the next run of the part's data as a slice of the
 // Reader's buffer, valid only until the next call to any method of the
-// Reader or Part. The runs are as long as the buffer allows. At the end of
-// the part's data it returns a nil slice and io.EOF; a run of data always
-// comes with a nil error. It never allocates.
+// Reader or Part. While reads fill the buffer they are given (the body
+// arrives fast), it reads on and the runs are as long as the buffer
+// allows; after a read that comes back short it returns what it has rather
+// than wait for the network. At the end of the part's data it returns a
+// nil slice and io.EOF; a run of data always comes with a nil error. It
+// never allocates.
 func (p *Part) Chunk() ([]byte, error) {
 	return p.next(true, math.MaxInt)
 }
 
-// ChunkNow is Chunk without waiting for the buffer to fill: it returns
-// the data already buffered, and reads more input only when no data of the
-// part is buffered. So when it reads, every byte read before has been
+// ChunkNow is Chunk without reading on while reads fill the buffer: it
+// returns the data already buffered, and reads more input only when no
+// data of the part is buffered. So when it reads, every byte read before has been
 // handed out, but a tail (shorter than the delimiter) that may begin the
 // delimiter. A reader that must look at each byte before the next is
 // read, as track mode does, uses it.
