@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -15,13 +16,14 @@ import (
 // goroutine; smaller ones are cheaper to hash in line.
 const parallelHashMin = 64 << 10
 
-// parkBelow: a write smaller than this comes from a slow upload (the
-// readers hand out long runs only while data flows fast), so the file is
-// closed after it ("parked") and opened again for the next write. An upload
-// waiting for the network then holds no file descriptor besides its
-// connection, and ten thousand slow uploads need ten thousand descriptors,
-// not twice as many.
-const parkBelow = 64 << 10
+// parkAfter: a file that no write has touched for this long is closed
+// ("parked") and opened again for the next write. An upload waiting for the
+// network then holds no file descriptor besides its connection, and ten
+// thousand slow uploads need ten thousand descriptors, not twice as many.
+// An upload whose bytes flow keeps its file open, whatever the size of its
+// writes (over TLS they are a record, at most 16 KiB, each): parking it
+// after every write would cost two more system calls per write.
+const parkAfter = 2 * time.Millisecond
 
 // fileSink writes a file and, when asked, hashes the same bytes. A large
 // write is hashed on a goroutine of its own beside the write, so that
@@ -34,11 +36,17 @@ const parkBelow = 64 << 10
 // *os.File and no path walk per write, so parking costs a slow upload two
 // system calls per write and no garbage.
 type fileSink struct {
-	f    *os.File // the file as opened first; nil once parked
-	fd   int      // the file opened again, -1 while parked
 	park *parking // where to open it again; nil: never parked
 	h    hash.Hash
 	done chan struct{} // the hashing goroutine of a large write has finished
+
+	mu      sync.Mutex  // guards the file against the idle timer
+	f       *os.File    // the file as opened first; nil once parked
+	fd      int         // the file opened again, -1 while parked
+	idle    *time.Timer // parks the file parkAfter after the last write
+	parkErr error       // a parking by the timer failed: the next call says so
+	closed  bool
+	reopens int // how many times a parked file was opened again (tests)
 }
 
 // parking is where a parked file is opened again: its folder's descriptor
@@ -92,6 +100,7 @@ func (s *fileSink) open() error {
 			return &fs.PathError{Op: "open", Path: s.park.name, Err: err}
 		}
 		s.fd = fd
+		s.reopens++
 		return nil
 	})
 }
@@ -120,8 +129,20 @@ func (s *fileSink) write(p []byte) (int, error) {
 	return n, nil
 }
 
+// parkIdle parks the file when the idle timer fires.
+func (s *fileSink) parkIdle() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	if err := s.parkNow(); err != nil && s.parkErr == nil {
+		s.parkErr = err
+	}
+}
+
 // parkNow closes the file; its error carries write errors the file system
-// deferred.
+// deferred. s.mu is held.
 func (s *fileSink) parkNow() error {
 	if s.f != nil {
 		err := s.f.Close()
@@ -141,6 +162,14 @@ func (s *fileSink) parkNow() error {
 // Write writes p to the file and the hash. p is not used after it returns;
 // between two calls the hash is idle, so its state may be read or saved.
 func (s *fileSink) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.idle != nil {
+		s.idle.Stop()
+	}
+	if err := s.parkErr; err != nil {
+		return 0, err
+	}
 	var n int
 	var err error
 	switch {
@@ -160,14 +189,27 @@ func (s *fileSink) Write(p []byte) (int, error) {
 		n, err = s.write(p)
 		<-s.done
 	}
-	if err == nil && s.park != nil && len(p) < parkBelow {
-		err = s.parkNow()
+	if err == nil && s.park != nil {
+		if s.idle == nil {
+			s.idle = time.AfterFunc(parkAfter, s.parkIdle)
+		} else {
+			s.idle.Reset(parkAfter)
+		}
 	}
 	return n, err
 }
 
 // sync flushes the file to stable storage.
 func (s *fileSink) sync() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.syncLocked()
+}
+
+func (s *fileSink) syncLocked() error {
+	if s.parkErr != nil {
+		return s.parkErr
+	}
 	if s.f != nil {
 		return s.f.Sync()
 	}
@@ -193,9 +235,15 @@ func (s *fileSink) sum() string {
 // close flushes the file when fsync is set and closes it. Its error
 // carries any write error the file system deferred.
 func (s *fileSink) close(fsync bool) error {
-	var err error
-	if fsync {
-		err = s.sync()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.idle != nil {
+		s.idle.Stop()
+	}
+	s.closed = true
+	err := s.parkErr
+	if fsync && err == nil {
+		err = s.syncLocked()
 	}
 	if cerr := s.parkNow(); err == nil {
 		err = cerr
