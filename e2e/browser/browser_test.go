@@ -17,6 +17,7 @@ import (
 	"flag"
 	"fmt"
 	"github.com/reflexupload/caddy-reflex-upload/e2e/internal/caddyrun"
+	"github.com/reflexupload/caddy-reflex-upload/e2e/supervisor"
 	"image"
 	"image/color"
 	"image/png"
@@ -32,7 +33,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -425,7 +425,7 @@ type site struct {
 	ctx   context.Context
 	dir   string // REFLEX_UPLOADED_FILES_DIR
 	base  string // http://localhost:8080/
-	caddy *caddyProc
+	caddy *caddyrun.Server
 	here  string // this folder (scenario.mjs, node_modules)
 }
 
@@ -454,16 +454,44 @@ func setup(t *testing.T) *site {
 	}
 	base := t.TempDir()
 	dir := filepath.Join(base, "uploaded_files")
-	c := &caddyProc{ctx: ctx, bin: caddyBin, root: root, dir: dir, home: filepath.Join(base, "home"),
-		logPath: filepath.Join(base, "caddy.log")}
+	// Port 8080 is fixed by Caddyfile.example: it must be free.
+	l, err := net.Listen("tcp", ":"+sitePort)
+	if err != nil {
+		t.Fatalf("port %s, which Caddyfile.example listens on, is in use (a demo server left running?): %v", sitePort, err)
+	}
+	l.Close()
+	home := filepath.Join(base, "home")
+	config := supervisor.Config{
+		Name: "Caddy",
+		Argv: []string{caddyBin, "run", "--config", "Caddyfile.example"},
+		Dir:  root,
+		Env: append(os.Environ(),
+			"REFLEX_UPLOADED_FILES_DIR="+dir,
+			// The example keeps Caddy's admin endpoint; move it off the
+			// default port so that another Caddy on this machine is no bother.
+			"CADDY_ADMIN="+caddyrun.FreeAddr(t),
+			"HOME="+home,
+			"XDG_CONFIG_HOME="+filepath.Join(home, "config"),
+			"XDG_DATA_HOME="+filepath.Join(home, "data"),
+		),
+		Log: filepath.Join(base, "caddy.log"),
+	}
 	t.Cleanup(func() {
-		c.stop(t)
 		if t.Failed() {
-			t.Logf("Caddy's output:\n%s", caddyrun.Tail(c.log(), 8000))
 			t.Logf("files under %s:\n%s", dir, caddyrun.ListFiles(dir))
 		}
 	})
-	c.start(t)
+	// Ready when it serves the demo page.
+	c := caddyrun.Serve(t, ctx, config, func(ctx context.Context, p *supervisor.Process) error {
+		return p.WaitUntil(ctx, "the demo page on port "+sitePort, func() bool {
+			resp, err := http.Get("http://localhost:" + sitePort + "/")
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			return resp.StatusCode == http.StatusOK
+		})
+	})
 	return &site{ctx: ctx, dir: dir, base: "http://localhost:" + sitePort + "/", caddy: c, here: here}
 }
 
@@ -505,103 +533,6 @@ func nodeMajor() (int, error) {
 	v := strings.TrimPrefix(strings.TrimSpace(string(out)), "v")
 	major, _, _ := strings.Cut(v, ".")
 	return strconv.Atoi(major)
-}
-
-// caddyProc is `caddy run --config Caddyfile.example` run from the
-// repository root as a child process.
-type caddyProc struct {
-	ctx     context.Context
-	bin     string
-	root    string // the repository root: the working directory
-	dir     string // REFLEX_UPLOADED_FILES_DIR
-	home    string
-	logPath string
-
-	cmd    *exec.Cmd
-	exited chan struct{}
-}
-
-func (c *caddyProc) start(t *testing.T) {
-	t.Helper()
-	// Port 8080 is fixed by Caddyfile.example: it must be free.
-	l, err := net.Listen("tcp", ":"+sitePort)
-	if err != nil {
-		t.Fatalf("port %s, which Caddyfile.example listens on, is in use (a demo server left running?): %v", sitePort, err)
-	}
-	l.Close()
-
-	logFile, err := os.OpenFile(c.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logFile.Close()
-	args := []string{"run", "--config", "Caddyfile.example"}
-	fmt.Fprintf(logFile, "=== caddy %s (in %s, %s)\n", strings.Join(args, " "), c.root, time.Now().Format(time.RFC3339Nano))
-	cmd := exec.Command(c.bin, args...)
-	cmd.Dir = c.root
-	cmd.Env = append(os.Environ(),
-		"REFLEX_UPLOADED_FILES_DIR="+c.dir,
-		// The example keeps Caddy's admin endpoint; move it off the
-		// default port so that another Caddy on this machine is no bother.
-		"CADDY_ADMIN="+caddyrun.FreeAddr(t),
-		"HOME="+c.home,
-		"XDG_CONFIG_HOME="+filepath.Join(c.home, "config"),
-		"XDG_DATA_HOME="+filepath.Join(c.home, "data"),
-	)
-	cmd.Stdout = logFile
-	cmd.Stderr = logFile
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting Caddy: %v", err)
-	}
-	c.cmd = cmd
-	c.exited = make(chan struct{})
-	go func() {
-		cmd.Wait()
-		close(c.exited)
-	}()
-	// Wait until it serves the demo page.
-	for {
-		resp, err := http.Get("http://localhost:" + sitePort + "/")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		select {
-		case <-c.exited:
-			t.Fatalf("Caddy exited (%v) before it served the demo on port %s:\n%s", cmd.ProcessState, sitePort, caddyrun.Tail(c.log(), 4000))
-		case <-c.ctx.Done():
-			t.Fatalf("Caddy did not serve the demo on port %s in time (last: %v):\n%s", sitePort, err, caddyrun.Tail(c.log(), 4000))
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-// stop sends SIGTERM and waits for Caddy to exit (killing it after 20 s).
-func (c *caddyProc) stop(t *testing.T) {
-	t.Helper()
-	if c.cmd == nil {
-		return
-	}
-	cmd := c.cmd
-	c.cmd = nil
-	cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.exited:
-	case <-time.After(20 * time.Second):
-		t.Errorf("Caddy did not exit within 20 s of SIGTERM; killing it")
-		cmd.Process.Kill()
-		<-c.exited
-	}
-	if log := c.log(); strings.Contains(log, "WARNING: DATA RACE") {
-		t.Errorf("Caddy reported a data race:\n%s", caddyrun.Tail(log, 20000))
-	}
-}
-
-func (c *caddyProc) log() string {
-	b, _ := os.ReadFile(c.logPath)
-	return string(b)
 }
 
 // run runs one scenario of scenario.mjs and decodes its findings into res.

@@ -21,11 +21,9 @@ import (
 	"net/http/httptest"
 	"net/textproto"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -33,6 +31,7 @@ import (
 	"github.com/quic-go/quic-go/http3"
 
 	"github.com/reflexupload/caddy-reflex-upload/e2e/internal/caddyrun"
+	"github.com/reflexupload/caddy-reflex-upload/e2e/supervisor"
 )
 
 // Limits of the site (see siteConfig).
@@ -104,9 +103,7 @@ type site struct {
 	plain   string // host:port of the plain listener
 	secure  string // host:port of the TLS listener
 	clients []*client
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	logPath string
+	caddy   *caddyrun.Server
 }
 
 // client is a real client of one HTTP version.
@@ -128,7 +125,7 @@ func startSite(t *testing.T) *site {
 		t.Fatalf("building Caddy: %v", err)
 	}
 	base := t.TempDir()
-	s := &site{ctx: ctx, root: filepath.Join(base, "uploads"), app: newApp(t), logPath: filepath.Join(base, "caddy.log")}
+	s := &site{ctx: ctx, root: filepath.Join(base, "uploads"), app: newApp(t)}
 	for _, d := range []string{"track", "store"} {
 		if err := os.MkdirAll(filepath.Join(s.root, d), 0o755); err != nil {
 			t.Fatal(err)
@@ -142,32 +139,14 @@ func startSite(t *testing.T) *site {
 		"{HTTP_PORT}", httpPort, "{HTTPS_PORT}", httpsPort, "{ROOT}", s.root, "{APP}", s.app.addr(),
 		"{MAX_SIZE}", fmt.Sprint(maxSize), "{MAX_FILES}", fmt.Sprint(maxFiles), "{MAX_REQUEST_SIZE}", fmt.Sprint(maxRequestSize),
 	).Replace(siteConfig)
-	configPath := filepath.Join(base, "Caddyfile")
-	if err := os.WriteFile(configPath, []byte(config), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	home := filepath.Join(base, "home")
-	dataDir := filepath.Join(home, "data")
-	logFile, err := os.Create(s.logPath)
+	cfg, err := supervisor.Caddy(bin, base, config)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer logFile.Close()
-	s.cmd = exec.Command(bin, "run", "--config", configPath, "--adapter", "caddyfile")
-	s.cmd.Env = append(os.Environ(), "HOME="+home, "XDG_CONFIG_HOME="+filepath.Join(home, "config"), "XDG_DATA_HOME="+dataDir)
-	s.cmd.Stdout, s.cmd.Stderr = logFile, logFile
-	if err := s.cmd.Start(); err != nil {
-		t.Fatalf("starting Caddy: %v", err)
-	}
-	s.exited = make(chan struct{})
-	go func() {
-		s.cmd.Wait()
-		close(s.exited)
-	}()
-	t.Cleanup(func() { s.stop(t) })
+	s.caddy = caddyrun.Serve(t, ctx, cfg, nil)
 
 	// Caddy's internal CA signs the TLS listener's certificate: trust it.
-	rootCert := filepath.Join(dataDir, "caddy", "pki", "authorities", "local", "root.crt")
+	rootCert := filepath.Join(base, "home", "data", "caddy", "pki", "authorities", "local", "root.crt")
 	var pool *x509.CertPool
 	s.waitFor(t, "the internal CA's root certificate", func() bool {
 		pem, err := os.ReadFile(rootCert)
@@ -247,42 +226,9 @@ func freeTCPAndUDP(t *testing.T) string {
 // running out fails the test.
 func (s *site) waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for !cond() {
-		select {
-		case <-s.exited:
-			t.Fatalf("Caddy exited (%v) while waiting for %s:\n%s", s.cmd.ProcessState, what, caddyrun.Tail(s.log(), 6000))
-		case <-s.ctx.Done():
-			t.Fatalf("timed out waiting for %s:\n%s", what, caddyrun.Tail(s.log(), 6000))
-		case <-time.After(50 * time.Millisecond):
-		}
+	if err := s.caddy.WaitUntil(s.ctx, what, cond); err != nil {
+		t.Fatal(err)
 	}
-}
-
-// stop ends Caddy (SIGTERM, then SIGKILL after 20 s) and fails the test on a
-// data race in Caddy's output.
-func (s *site) stop(t *testing.T) {
-	t.Helper()
-	if s.cmd == nil || s.cmd.Process == nil {
-		return
-	}
-	s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.exited:
-	case <-time.After(20 * time.Second):
-		t.Errorf("Caddy did not exit within 20 s of SIGTERM; killing it")
-		s.cmd.Process.Kill()
-		<-s.exited
-	}
-	if log := s.log(); strings.Contains(log, "WARNING: DATA RACE") {
-		t.Errorf("Caddy reported a data race:\n%s", caddyrun.Tail(log, 20000))
-	} else if t.Failed() {
-		t.Logf("Caddy's output:\n%s", caddyrun.Tail(log, 8000))
-	}
-}
-
-func (s *site) log() string {
-	b, _ := os.ReadFile(s.logPath)
-	return string(b)
 }
 
 // client returns the client of one HTTP version.

@@ -1,13 +1,11 @@
 package memory_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +16,7 @@ import (
 	"time"
 
 	"github.com/reflexupload/caddy-reflex-upload/e2e/internal/caddyrun"
+	"github.com/reflexupload/caddy-reflex-upload/e2e/supervisor"
 )
 
 // TestOutOfDescriptors runs Caddy with a small open-files limit and 40
@@ -49,29 +48,14 @@ func outOfDescriptors(t *testing.T, limit int, refusals bool) {
 	dir := t.TempDir()
 	root := filepath.Join(dir, "files")
 	addr := caddyrun.FreeAddr(t)
-	_, port, _ := net.SplitHostPort(addr)
-	cfg := fmt.Sprintf("{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n}\n\nhttp://127.0.0.1:%s {\n\treflex_upload {\n\t\troot %q\n\t\tfsync off\n\t}\n}\n", port, root)
-	cfgPath := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+	cfg, err := supervisor.Caddy(bin, dir, supervisor.UploadSite(addr, root, nil, []string{"fsync off"}))
+	if err != nil {
 		t.Fatal(err)
 	}
+	cfg.Argv = append([]string{prlimit, fmt.Sprintf("--nofile=%d:%d", limit, limit), "--"}, cfg.Argv...)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	var logs bytes.Buffer
-	lw := &syncWriter{w: &logs}
-	cmd := exec.CommandContext(ctx, prlimit, fmt.Sprintf("--nofile=%d:%d", limit, limit), "--", bin, "run", "--config", cfgPath, "--adapter", "caddyfile")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+filepath.Join(dir, "data"), "XDG_CONFIG_HOME="+filepath.Join(dir, "config"))
-	cmd.Stdout, cmd.Stderr = lw, lw
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		_ = cmd.Wait()
-	}()
-	waitListening(t, addr)
+	caddy := caddyrun.Serve(t, ctx, cfg, caddyrun.Listening(addr))
 
 	const n = 40
 	data := make([]byte, 128<<10)
@@ -134,8 +118,8 @@ func outOfDescriptors(t *testing.T, limit int, refusals bool) {
 	if len(stored) != statuses["201"] {
 		t.Errorf("%d files stored; want %d", len(stored), statuses["201"])
 	}
-	if refusals && !strings.Contains(lw.String(), "server busy") {
-		t.Errorf("no log line about the refusal; log:\n%s", caddyrun.Tail(lw.String(), 3000))
+	if refusals && !strings.Contains(caddy.Log(), "server busy") {
+		t.Errorf("no log line about the refusal; log:\n%s", caddyrun.Tail(caddy.Log(), 3000))
 	}
 }
 

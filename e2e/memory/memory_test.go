@@ -16,10 +16,8 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -27,6 +25,7 @@ import (
 	"time"
 
 	"github.com/reflexupload/caddy-reflex-upload/e2e/internal/caddyrun"
+	"github.com/reflexupload/caddy-reflex-upload/e2e/supervisor"
 )
 
 const (
@@ -71,54 +70,22 @@ func TestMemoryPerSlowUpload(t *testing.T) {
 		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
 	}
 
-	dir := t.TempDir()
-	root := filepath.Join(dir, "files")
-	addr := caddyrun.FreeAddr(t)
-	_, port, _ := net.SplitHostPort(addr)
-	cfg := fmt.Sprintf("{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n}\n\nhttp://127.0.0.1:%s {\n\treflex_upload {\n\t\troot %q\n\t\tfsync off\n\t}\n}\n", port, root)
-	cfgPath := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	var logs strings.Builder
-	cmd := exec.CommandContext(ctx, bin, "run", "--config", cfgPath, "--adapter", "caddyfile")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+filepath.Join(dir, "data"), "XDG_CONFIG_HOME="+filepath.Join(dir, "config"))
-	cmd.Stdout, cmd.Stderr = &syncWriter{w: &logs}, &syncWriter{w: &logs}
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Start(); err != nil {
+	dir := t.TempDir()
+	addr := caddyrun.FreeAddr(t)
+	cfg, err := supervisor.Caddy(bin, dir, supervisor.UploadSite(addr, filepath.Join(dir, "files"), nil, []string{"fsync off"}))
+	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("caddy log:\n%s", caddyrun.Tail(logs.String(), 3000))
-		}
-	}()
-	waitListening(t, addr)
+	caddy := caddyrun.Serve(t, ctx, cfg, caddyrun.Listening(addr))
 	time.Sleep(500 * time.Millisecond) // settle
-	pid := cmd.Process.Pid
-	base := rss(t, pid)
+	base, err := caddy.RSS()
+	if err != nil {
+		t.Fatal(err)
+	}
 
-	var peak atomic.Int64
-	stop := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		for {
-			if v, err := readRSS(pid); err == nil && v > peak.Load() {
-				peak.Store(v)
-			}
-			select {
-			case <-stop:
-				return
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
-	}()
+	peaks := caddy.SamplePeaks(100*time.Millisecond, 0)
 
 	data := make([]byte, fileSize)
 	rand.Read(data)
@@ -142,10 +109,9 @@ func TestMemoryPerSlowUpload(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	close(stop)
-	<-sampled
+	peak, _ := peaks()
 
-	growth := peak.Load() - base
+	growth := peak - base
 	per := growth / uploads
 	t.Logf("%d slow uploads at once (%d multipart, %d tus), %d failed: Caddy's resident memory %d MiB before, peak +%.1f MiB, %.1f KiB per upload (bound %d KiB)",
 		uploads, (uploads+1)/2, uploads/2, failed.Load(), base>>20, float64(growth)/(1<<20), float64(per)/1024, boundPerUpload>>10)
@@ -247,59 +213,4 @@ func answer(br *bufio.Reader, status int) (*http.Response, error) {
 		return resp, fmt.Errorf("%s: %s", resp.Status, body)
 	}
 	return resp, nil
-}
-
-func waitListening(t *testing.T, addr string) {
-	t.Helper()
-	for end := time.Now().Add(time.Minute); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
-		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
-			c.Close()
-			return
-		}
-	}
-	t.Fatalf("caddy does not listen on %s", addr)
-}
-
-func rss(t *testing.T, pid int) int64 {
-	t.Helper()
-	v, err := readRSS(pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
-
-// readRSS reads VmRSS of a process from /proc, in bytes.
-func readRSS(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			f := strings.Fields(v)
-			if len(f) > 0 {
-				n, err := strconv.ParseInt(f[0], 10, 64)
-				return n << 10, err
-			}
-		}
-	}
-	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
-}
-
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
-}
-
-func (s *syncWriter) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return fmt.Sprint(s.w)
 }

@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"github.com/reflexupload/caddy-reflex-upload/e2e/internal/caddyrun"
+	"github.com/reflexupload/caddy-reflex-upload/e2e/supervisor"
 	"io"
 	"math/rand/v2"
 	"mime/multipart"
@@ -29,7 +30,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -347,7 +347,7 @@ type harness struct {
 	caddyAddr string
 	base      string // http://caddyAddr
 	app       *appProc
-	caddy     *proc
+	caddy     *caddyrun.Server
 	client    *http.Client
 }
 
@@ -378,34 +378,31 @@ func setup(t *testing.T) *harness {
 	// The app.
 	appAddr := caddyrun.FreeAddr(t)
 	_, appPort, _ := net.SplitHostPort(appAddr)
-	app := &proc{
-		name: "uvicorn", ctx: ctx, addr: appAddr, logPath: filepath.Join(base, "app.log"), dir: appDir,
-		argv: []string{python, "-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", appPort},
-		env: append(pythonEnv(),
+	app := supervisor.Config{
+		Name: "uvicorn", Log: filepath.Join(base, "app.log"), Dir: appDir,
+		Argv: []string{python, "-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", appPort},
+		Env: append(pythonEnv(),
 			"UPLOAD_DIR="+shared,
 			"PYTHONDONTWRITEBYTECODE=1",
 			"PYTHONUNBUFFERED=1",
 			"PYTHONNOUSERSITE=1",
-			"HOME="+filepath.Join(base, "home"),
+			"HOME="+filepath.Join(base, "apphome"),
 			"TMPDIR="+base,
 		),
 	}
-	h.app = &appProc{proc: app}
 	t.Cleanup(func() {
-		app.stop(t)
 		if t.Failed() {
-			t.Logf("the app's log:\n%s", caddyrun.Tail(app.log(), 12000))
 			t.Logf("files under %s:\n%s", shared, caddyrun.ListFiles(shared))
 		}
 	})
 	started := time.Now()
-	app.start(t)
+	h.app = &appProc{caddyrun.Serve(t, ctx, app, caddyrun.Listening(appAddr))}
 	t.Logf("the app listens on %s after %v", appAddr, time.Since(started).Round(time.Millisecond))
 
 	// Caddy.
 	h.caddyAddr = caddyrun.FreeAddr(t)
 	h.base = "http://" + h.caddyAddr
-	config := fmt.Sprintf(`{
+	config, err := supervisor.Caddy(caddyBin, base, fmt.Sprintf(`{
 	admin off
 	auto_https off
 	persist_config off
@@ -418,31 +415,12 @@ http://%s {
 	}
 	reverse_proxy %s
 }
-`, h.caddyAddr, shared, appAddr)
-	configPath := filepath.Join(base, "Caddyfile")
-	if err := os.WriteFile(configPath, []byte(config), 0o644); err != nil {
+`, h.caddyAddr, shared, appAddr))
+	if err != nil {
 		t.Fatal(err)
 	}
-	home := filepath.Join(base, "caddyhome")
-	h.caddy = &proc{
-		name: "Caddy", ctx: ctx, addr: h.caddyAddr, logPath: filepath.Join(base, "caddy.log"),
-		argv: []string{caddyBin, "run", "--config", configPath, "--adapter", "caddyfile"},
-		env: append(os.Environ(),
-			"HOME="+home,
-			"XDG_CONFIG_HOME="+filepath.Join(home, "config"),
-			"XDG_DATA_HOME="+filepath.Join(home, "data"),
-		),
-	}
-	t.Cleanup(func() {
-		h.caddy.stop(t)
-		if log := h.caddy.log(); strings.Contains(log, "WARNING: DATA RACE") {
-			t.Errorf("Caddy reported a data race:\n%s", caddyrun.Tail(log, 20000))
-		} else if t.Failed() {
-			t.Logf("Caddy's output:\n%s", caddyrun.Tail(log, 8000))
-		}
-	})
 	started = time.Now()
-	h.caddy.start(t)
+	h.caddy = caddyrun.Serve(t, ctx, config, caddyrun.Listening(h.caddyAddr))
 	t.Logf("Caddy listens on %s after %v", h.caddyAddr, time.Since(started).Round(time.Millisecond))
 	return h
 }
@@ -495,84 +473,10 @@ func pythonEnv() []string {
 	return env
 }
 
-// proc is a child process that listens on addr, its output in a log file.
-type proc struct {
-	name    string
-	ctx     context.Context
-	argv    []string
-	env     []string
-	dir     string
-	addr    string
-	logPath string
-
-	cmd    *exec.Cmd
-	exited chan struct{}
-}
-
-func (p *proc) start(t *testing.T) {
-	t.Helper()
-	logFile, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logFile.Close()
-	cmd := exec.Command(p.argv[0], p.argv[1:]...)
-	cmd.Env = p.env
-	cmd.Dir = p.dir
-	cmd.Stdout = logFile
-	cmd.Stderr = logFile
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", p.name, err)
-	}
-	p.cmd = cmd
-	p.exited = make(chan struct{})
-	go func() {
-		cmd.Wait()
-		close(p.exited)
-	}()
-	for {
-		conn, err := net.DialTimeout("tcp", p.addr, time.Second)
-		if err == nil {
-			conn.Close()
-			return
-		}
-		select {
-		case <-p.exited:
-			t.Fatalf("%s exited (%v) before it listened on %s:\n%s", p.name, cmd.ProcessState, p.addr, caddyrun.Tail(p.log(), 4000))
-		case <-p.ctx.Done():
-			t.Fatalf("%s did not listen on %s in time:\n%s", p.name, p.addr, caddyrun.Tail(p.log(), 4000))
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-// stop sends SIGTERM and waits for the process to exit (killing it after 20 s).
-func (p *proc) stop(t *testing.T) {
-	t.Helper()
-	if p.cmd == nil {
-		return
-	}
-	cmd := p.cmd
-	p.cmd = nil
-	cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(20 * time.Second):
-		t.Errorf("%s did not exit within 20 s of SIGTERM; killing it", p.name)
-		cmd.Process.Kill()
-		<-p.exited
-	}
-}
-
-func (p *proc) log() string {
-	b, _ := os.ReadFile(p.logPath)
-	return string(b)
-}
-
 // appProc is the uvicorn process; its log has one JSON object per line for
 // each step of each request (see app.py).
 type appProc struct {
-	*proc
+	*caddyrun.Server
 }
 
 type appEvent struct {
@@ -595,7 +499,7 @@ type appEvent struct {
 
 func (a *appProc) events() []appEvent {
 	var out []appEvent
-	for _, line := range strings.Split(a.log(), "\n") {
+	for _, line := range strings.Split(a.Log(), "\n") {
 		if !strings.HasPrefix(line, "{") {
 			continue
 		}

@@ -30,7 +30,7 @@ func TestCrashDuringPatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	base := "http://" + h.caddy.addr
+	base := "http://" + h.addr
 
 	req, _ := http.NewRequest(http.MethodPost, h.endpoint, nil)
 	req.Header.Set("Tus-Resumable", "1.0.0")
@@ -44,13 +44,13 @@ func TestCrashDuringPatch(t *testing.T) {
 	id := path.Base(loc)
 
 	// One PATCH for the whole file, of which only 40 MiB are sent.
-	conn, err := net.Dial("tcp", h.caddy.addr)
+	conn, err := net.Dial("tcp", h.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
 	fmt.Fprintf(conn, "PATCH %s HTTP/1.1\r\nHost: %s\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n"+
-		"Content-Type: application/offset+octet-stream\r\nContent-Length: %d\r\n\r\n", loc, h.caddy.addr, size)
+		"Content-Type: application/offset+octet-stream\r\nContent-Length: %d\r\n\r\n", loc, h.addr, size)
 	if _, err := conn.Write(data[:sent]); err != nil {
 		t.Fatal(err)
 	}
@@ -68,9 +68,9 @@ func TestCrashDuringPatch(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	h.caddy.kill(t)
+	h.caddy.Kill(t)
 	conn.Close()
-	h.caddy.start(t)
+	h.caddy.Start(t)
 
 	req, _ = http.NewRequest(http.MethodHead, base+loc, nil)
 	req.Header.Set("Tus-Resumable", "1.0.0")
@@ -164,10 +164,10 @@ func TestTusJSShutdownDuringPatch(t *testing.T) {
 	}
 
 	stopping := time.Now()
-	h.caddy.stop(t)
+	h.caddy.Stop(t)
 	took := time.Since(stopping)
 	t.Logf("Caddy exited %v after SIGTERM (its own log: %s from the signal to \"shutdown complete\"; "+
-		"a race-enabled build then sleeps 1 s before it exits)", took.Round(time.Millisecond), shutdownTime(h.caddy.log()))
+		"a race-enabled build then sleeps 1 s before it exits)", took.Round(time.Millisecond), shutdownTime(h.caddy.Log()))
 	// The aim is an exit within a second; 3 s leaves room for a loaded
 	// machine and the race detector's sleep at exit.
 	if took > 3*time.Second {
@@ -198,7 +198,7 @@ func TestTusJSShutdownDuringPatch(t *testing.T) {
 	case <-time.After(300 * time.Millisecond):
 	}
 
-	h.caddy.start(t)
+	h.caddy.Start(t)
 	<-run.done
 	res := run.result(t)
 	h.assertComplete(t, res, run, "term.bin", size, sum)
@@ -224,7 +224,7 @@ func TestTusJSShutdownDuringPatch(t *testing.T) {
 // it leaves nothing behind, no stored file and no temp file.
 func TestShutdownMultipartAfterGrace(t *testing.T) {
 	h := startCaddy(t, siteConfig{global: []string{"grace_period 1s"}})
-	conn, err := net.Dial("tcp", h.caddy.addr)
+	conn, err := net.Dial("tcp", h.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,12 +233,12 @@ func TestShutdownMultipartAfterGrace(t *testing.T) {
 	head := "--" + boundary + "\r\nContent-Disposition: form-data; name=\"files\"; filename=\"std.bin\"\r\n" +
 		"Content-Type: application/octet-stream\r\n\r\n"
 	fmt.Fprintf(conn, "POST /_upload HTTP/1.1\r\nHost: %s\r\nX-Progress-ID: std-1\r\nContent-Type: multipart/form-data; boundary=%s\r\n"+
-		"Content-Length: %d\r\n\r\n%s", h.caddy.addr, boundary, len(head)+10*mib, head)
+		"Content-Length: %d\r\n\r\n%s", h.addr, boundary, len(head)+10*mib, head)
 	if _, err := conn.Write(bytes.Repeat([]byte("s"), 2*mib)); err != nil {
 		t.Fatal(err)
 	}
 	for {
-		req, _ := http.NewRequestWithContext(h.ctx, http.MethodGet, "http://"+h.caddy.addr+"/_upload/.uploads/std-1", nil)
+		req, _ := http.NewRequestWithContext(h.ctx, http.MethodGet, "http://"+h.addr+"/_upload/.uploads/std-1", nil)
 		res, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -254,7 +254,7 @@ func TestShutdownMultipartAfterGrace(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	stopping := time.Now()
-	h.caddy.stop(t)
+	h.caddy.Stop(t)
 	t.Logf("Caddy exited %v after SIGTERM (grace period 1s)", time.Since(stopping).Round(time.Millisecond))
 	var left []string
 	filepath.WalkDir(h.dir, func(p string, d fs.DirEntry, err error) error {

@@ -11,11 +11,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
-	"github.com/reflexupload/caddy-reflex-upload/e2e/internal/caddyrun"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -23,9 +20,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/reflexupload/caddy-reflex-upload/e2e/internal/caddyrun"
+	"github.com/reflexupload/caddy-reflex-upload/e2e/supervisor"
 )
 
 const (
@@ -123,7 +122,7 @@ func TestTusJSRestart(t *testing.T) {
 		t.Fatalf("no chunk accepted in time: %v", h.ctx.Err())
 	}
 	stopping := time.Now()
-	h.caddy.stop(t)
+	h.caddy.Stop(t)
 	t.Logf("Caddy stopped (SIGTERM) after the first accepted chunk, in %v", time.Since(stopping).Round(time.Millisecond))
 	select {
 	case <-run.done:
@@ -131,8 +130,8 @@ func TestTusJSRestart(t *testing.T) {
 	case <-time.After(500 * time.Millisecond):
 	}
 	starting := time.Now()
-	h.caddy.start(t)
-	t.Logf("Caddy listens again on %s after %v", h.caddy.addr, time.Since(starting).Round(time.Millisecond))
+	h.caddy.Start(t)
+	t.Logf("Caddy listens again on %s after %v", h.addr, time.Since(starting).Round(time.Millisecond))
 	<-run.done
 	res := run.result(t)
 	h.assertComplete(t, res, run, "restart.bin", 40*mib, sum)
@@ -173,8 +172,9 @@ func TestTusJSStalledUplink(t *testing.T) {
 type harness struct {
 	ctx      context.Context
 	dir      string // the site's upload folder (reflex_upload's root)
+	addr     string // Caddy's address
 	endpoint string // the tus endpoint
-	caddy    *caddyProc
+	caddy    *caddyrun.Server
 	tusjsDir string
 }
 
@@ -217,41 +217,22 @@ func startCaddy(t *testing.T, cfg ...siteConfig) *harness {
 		t.Fatal(err)
 	}
 	addr := caddyrun.FreeAddr(t)
-	var global, upload string
+	var global, upload []string
 	for _, c := range cfg {
-		for _, l := range c.global {
-			global += "\t" + l + "\n"
-		}
-		for _, l := range c.upload {
-			upload += "\t\t" + l + "\n"
-		}
+		global = append(global, c.global...)
+		upload = append(upload, c.upload...)
 	}
-	config := fmt.Sprintf(`{
-	admin off
-	auto_https off
-	persist_config off
-%s}
-http://%s {
-	reflex_upload {
-		root %s
-%s	}
-}
-`, global, addr, dir, upload)
-	configPath := filepath.Join(base, "Caddyfile")
-	if err := os.WriteFile(configPath, []byte(config), 0o644); err != nil {
+	config, err := supervisor.Caddy(caddyBin, base, supervisor.UploadSite(addr, dir, global, upload))
+	if err != nil {
 		t.Fatal(err)
 	}
-	c := &caddyProc{ctx: ctx, bin: caddyBin, config: configPath, addr: addr, home: filepath.Join(base, "home"),
-		logPath: filepath.Join(base, "caddy.log")}
 	t.Cleanup(func() {
-		c.stop(t)
 		if t.Failed() {
-			t.Logf("Caddy's output:\n%s", caddyrun.Tail(c.log(), 8000))
 			t.Logf("files under %s:\n%s", dir, caddyrun.ListFiles(dir))
 		}
 	})
-	c.start(t)
-	return &harness{ctx: ctx, dir: dir, endpoint: "http://" + addr + "/_upload/.uploads", caddy: c}
+	c := caddyrun.Serve(t, ctx, config, caddyrun.Listening(addr))
+	return &harness{ctx: ctx, dir: dir, addr: addr, endpoint: "http://" + addr + "/_upload/.uploads", caddy: c}
 }
 
 // requireNode skips the test when node or npm is missing, and fails it in CI.
@@ -271,105 +252,6 @@ func requireNode(t *testing.T) {
 			"(on Debian: apt-get install -y nodejs npm)", strings.Join(missing, " and "))
 	}
 	t.Skip("install node and npm to run the tus-js-client tests")
-}
-
-// caddyProc is Caddy run as a child process; it can be stopped and started
-// again on the same address and root.
-type caddyProc struct {
-	ctx     context.Context
-	bin     string
-	config  string
-	addr    string
-	home    string
-	logPath string
-
-	cmd    *exec.Cmd
-	exited chan struct{}
-	logged int64 // log bytes already checked for data races
-}
-
-func (c *caddyProc) start(t *testing.T) {
-	t.Helper()
-	logFile, err := os.OpenFile(c.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logFile.Close()
-	fmt.Fprintf(logFile, "=== caddy run (%s)\n", time.Now().Format(time.RFC3339Nano))
-	cmd := exec.Command(c.bin, "run", "--config", c.config, "--adapter", "caddyfile")
-	cmd.Env = append(os.Environ(),
-		"HOME="+c.home,
-		"XDG_CONFIG_HOME="+filepath.Join(c.home, "config"),
-		"XDG_DATA_HOME="+filepath.Join(c.home, "data"),
-	)
-	cmd.Stdout = logFile
-	cmd.Stderr = logFile
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting Caddy: %v", err)
-	}
-	c.cmd = cmd
-	c.exited = make(chan struct{})
-	go func() {
-		cmd.Wait()
-		close(c.exited)
-	}()
-	// Wait until it accepts connections.
-	for {
-		conn, err := net.DialTimeout("tcp", c.addr, time.Second)
-		if err == nil {
-			conn.Close()
-			return
-		}
-		select {
-		case <-c.exited:
-			t.Fatalf("Caddy exited (%v) before it listened on %s:\n%s", cmd.ProcessState, c.addr, caddyrun.Tail(c.log(), 4000))
-		case <-c.ctx.Done():
-			t.Fatalf("Caddy did not listen on %s in time:\n%s", c.addr, caddyrun.Tail(c.log(), 4000))
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-// stop sends SIGTERM and waits for Caddy to exit (killing it after 20 s).
-func (c *caddyProc) stop(t *testing.T) {
-	t.Helper()
-	if c.cmd == nil {
-		return
-	}
-	cmd := c.cmd
-	c.cmd = nil
-	cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.exited:
-	case <-time.After(20 * time.Second):
-		t.Errorf("Caddy did not exit within 20 s of SIGTERM; killing it")
-		cmd.Process.Kill()
-		<-c.exited
-	}
-	log := c.log()
-	if fresh := log[min(int(c.logged), len(log)):]; strings.Contains(fresh, "WARNING: DATA RACE") {
-		t.Errorf("Caddy reported a data race:\n%s", caddyrun.Tail(fresh, 20000))
-	}
-	c.logged = int64(len(log))
-}
-
-// kill ends Caddy with SIGKILL: no shutdown, no clean-up, as in a crash.
-func (c *caddyProc) kill(t *testing.T) {
-	t.Helper()
-	if c.cmd == nil {
-		return
-	}
-	cmd := c.cmd
-	c.cmd = nil
-	if err := cmd.Process.Kill(); err != nil {
-		t.Fatalf("killing Caddy: %v", err)
-	}
-	<-c.exited
-}
-
-func (c *caddyProc) log() string {
-	b, _ := os.ReadFile(c.logPath)
-	return string(b)
 }
 
 // uploadResult is the JSON line upload.mjs prints.
@@ -543,8 +425,8 @@ func (h *harness) assertResumed(t *testing.T, run *nodeRun, res uploadResult) {
 			t.Errorf("HEAD while resuming: the server had kept nothing: %s", l)
 		}
 	}
-	if !strings.HasPrefix(res.URL, "http://") || !strings.Contains(res.URL, h.caddy.addr) {
-		t.Errorf("upload URL %q is not on %s", res.URL, h.caddy.addr)
+	if !strings.HasPrefix(res.URL, "http://") || !strings.Contains(res.URL, h.addr) {
+		t.Errorf("upload URL %q is not on %s", res.URL, h.addr)
 	}
 }
 
