@@ -19,7 +19,7 @@ for a in "$@"; do
 	esac
 done
 
-go build -o "$tmp/upload" ./bench/upload
+(cd bench && go build -o "$tmp/upload" ./upload)
 if $only_baselines; then
 	"$tmp/upload" "$@"
 else

@@ -24,19 +24,13 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
-	"expvar"
 	"flag"
 	"fmt"
 	"io"
-	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"os/signal"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,13 +38,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tus/tusd/v2/pkg/filestore"
-	tusd "github.com/tus/tusd/v2/pkg/handler"
-	"github.com/tus/tusd/v2/pkg/memorylocker"
+	"github.com/reflexupload/caddy-reflex-upload/bench/internal/kit"
+	"github.com/reflexupload/caddy-reflex-upload/e2e/supervisor"
 )
 
 const (
-	tusdBasePath = "/files/"
 	caddyTusPath = "/_upload/.uploads"
 	caddyPath    = "/_upload"
 	boundary     = "----ManyBenchBoundary7MA4YWxkTrZu0gW"
@@ -67,7 +59,7 @@ type target struct {
 var allTargets = []target{
 	{"caddy multipart", "caddy", false, caddyPath},
 	{"caddy tus", "caddy", true, caddyTusPath},
-	{"tusd tus", "tusd", true, tusdBasePath},
+	{"tusd tus", "tusd", true, kit.TusdBasePath},
 }
 
 type options struct {
@@ -119,13 +111,7 @@ func readMemStats(url string) (memStats, error) {
 }
 
 func main() {
-	if len(os.Args) > 1 && strings.TrimLeft(os.Args[1], "-") == "serve-tusd" {
-		if err := serveTusd(os.Args[2], os.Args[3]); err != nil {
-			fmt.Fprintln(os.Stderr, "serve-tusd:", err)
-			os.Exit(1)
-		}
-		return
-	}
+	kit.ServeTusdChild()
 	var o options
 	var ns, targets string
 	var size int
@@ -146,7 +132,7 @@ func main() {
 	for _, s := range strings.Split(ns, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n < 1 {
-			fatal(fmt.Errorf("-n: bad number %q", s))
+			kit.Usage(fmt.Sprintf("-n: bad number %q", s))
 		}
 		o.ns = append(o.ns, n)
 	}
@@ -158,49 +144,26 @@ func main() {
 			}
 		}
 		if !found {
-			fatal(fmt.Errorf("-targets: unknown %q", s))
+			kit.Usage(fmt.Sprintf("-targets: unknown %q", s))
 		}
 	}
 	if o.caddy == "" {
 		for _, t := range o.targets {
 			if t.kind == "caddy" {
-				fatal(errors.New("-caddy is required"))
+				kit.Usage("-caddy is required")
 			}
 		}
 	}
-	if o.caddy != "" {
-		abs, err := filepath.Abs(o.caddy)
-		if err != nil {
-			fatal(err)
+	kit.Main(func() error {
+		if o.caddy != "" {
+			abs, err := kit.AbsFile("-caddy", o.caddy)
+			if err != nil {
+				return err
+			}
+			o.caddy = abs
 		}
-		o.caddy = abs
-	}
-	if err := run(o); err != nil {
-		fatal(err)
-	}
-}
-
-func fatal(err error) {
-	runCleanups()
-	fmt.Fprintln(os.Stderr, "FAIL:", err)
-	os.Exit(1)
-}
-
-var (
-	cleanupMu sync.Mutex
-	cleanups  []func()
-)
-
-func atCleanup(f func()) { cleanupMu.Lock(); cleanups = append(cleanups, f); cleanupMu.Unlock() }
-
-func runCleanups() {
-	cleanupMu.Lock()
-	fs := cleanups
-	cleanups = nil
-	cleanupMu.Unlock()
-	for i := len(fs) - 1; i >= 0; i-- {
-		fs[i]()
-	}
+		return run(o)
+	})
 }
 
 // raiseFileLimit raises the open-files limit as far as the kernel allows
@@ -228,10 +191,6 @@ func raiseFileLimit() uint64 {
 }
 
 func run(o options) error {
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	go func() { <-sigs; runCleanups(); os.Exit(130) }()
-
 	limit := raiseFileLimit()
 	ports, _ := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
 	somax, _ := os.ReadFile("/proc/sys/net/core/somaxconn")
@@ -245,21 +204,14 @@ func run(o options) error {
 		}
 	}
 
-	self, err := os.Executable()
+	self, err := kit.Self()
 	if err != nil {
 		return err
 	}
-	base, err := os.MkdirTemp("", "reflex-many-bench-")
+	base, err := kit.TempDir("reflex-many-bench-", o.keepTmp)
 	if err != nil {
 		return err
 	}
-	atCleanup(func() {
-		if o.keepTmp {
-			fmt.Println("kept", base)
-			return
-		}
-		os.RemoveAll(base)
-	})
 	data := make([]byte, o.size)
 	rand.Read(data)
 
@@ -267,8 +219,7 @@ func run(o options) error {
 	seq := 0
 	for round := 1; round <= o.rounds; round++ {
 		for _, n := range o.ns {
-			order := append([]target(nil), o.targets...)
-			mrand.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+			order := kit.Shuffled(o.targets)
 			names := make([]string, len(order))
 			for i, t := range order {
 				names[i] = t.name
@@ -326,20 +277,11 @@ func printSummary(o options, results []*result) {
 			if len(growth) == 0 {
 				continue
 			}
-			g := median(growth)
+			g := kit.Median(growth)
 			fmt.Printf("%-16s %7d %7d %7d %8.1f MiB %8.1f KiB %9.1f %10.1f MiB\n",
-				t.name, n, done, failed, g/(1<<20), g/1024/float64(n), median(cpu), median(after)/(1<<20))
+				t.name, n, done, failed, g/(1<<20), g/1024/float64(n), kit.Median(cpu), kit.Median(after)/(1<<20))
 		}
 	}
-}
-
-func median(v []float64) float64 {
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // measure starts a fresh server, runs one burst of n uploads against it
@@ -351,40 +293,37 @@ func measure(o options, self, base string, seq int, t target, n int, data []byte
 		return nil, err
 	}
 	defer os.RemoveAll(store)
-	addr, err := freeAddr()
+	addr, err := supervisor.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
-	var srv *child
+	var cfg supervisor.Config
 	varsURL := "http://" + addr + "/debug/vars"
 	switch t.kind {
 	case "caddy":
-		_, port, _ := net.SplitHostPort(addr)
-		admin, err := freeAddr()
+		admin, err := supervisor.FreeAddr()
 		if err != nil {
 			return nil, err
 		}
 		varsURL = "http://" + admin + "/debug/vars"
-		cfg := fmt.Sprintf("{\n\tadmin %s\n\tauto_https off\n\tpersist_config off\n}\n\nhttp://127.0.0.1:%s {\n\treflex_upload {\n\t\troot %q\n\t\tfsync off\n\t}\n}\n", admin, port, store)
-		path := filepath.Join(dir, "Caddyfile")
-		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		cfg, err = kit.CaddyConfig("caddy", o.caddy, dir, addr, store, []string{"admin " + admin}, []string{"fsync off"})
+		if err != nil {
 			return nil, err
 		}
-		env := []string{"XDG_DATA_HOME=" + filepath.Join(dir, "data"), "XDG_CONFIG_HOME=" + filepath.Join(dir, "config")}
-		srv, err = startChild(dir, o.caddy, []string{"run", "--config", path, "--adapter", "caddyfile"}, env, addr)
 	default:
-		srv, err = startChild(dir, self, []string{"-serve-tusd", store, addr}, nil, addr)
+		cfg = kit.TusdConfig(self, store, dir, addr)
 	}
+	srv, err := kit.StartServer(cfg, addr, 60*time.Second)
 	if err != nil {
 		return nil, err
 	}
-	defer srv.stop()
+	defer srv.Stop()
 	time.Sleep(time.Second) // let it settle
 
 	res := &result{t: t, n: n}
-	res.baseRSS, _ = statusBytes(srv.pid(), "VmRSS")
-	res.fdBase = countFDs(srv.pid())
-	cpu0 := cpuSeconds(srv.pid())
+	res.baseRSS, _ = srv.RSS()
+	res.fdBase = srv.FDs()
+	cpu0 := srv.CPUSeconds()
 	ms0, _ := readMemStats(varsURL)
 	midway := make(chan memStats, 1)
 	go func() {
@@ -407,31 +346,8 @@ func measure(o options, self, base string, seq int, t target, n int, data []byte
 		}
 	}()
 
-	// Sample the RSS every 200 ms.
-	var peak atomic.Int64
-	var fdPeak atomic.Int64
-	stopSampling := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		tick := time.NewTicker(200 * time.Millisecond)
-		defer tick.Stop()
-		for i := 0; ; i++ {
-			if rss, err := statusBytes(srv.pid(), "VmRSS"); err == nil && rss > peak.Load() {
-				peak.Store(rss)
-			}
-			if i%5 == 0 { // counting descriptors costs more: once a second
-				if fds := int64(countFDs(srv.pid())); fds > fdPeak.Load() {
-					fdPeak.Store(fds)
-				}
-			}
-			select {
-			case <-stopSampling:
-				return
-			case <-tick.C:
-			}
-		}
-	}()
+	// Sample the RSS every 200 ms, the descriptors once a second.
+	peaks := srv.SamplePeaks(200*time.Millisecond, 5)
 
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -458,12 +374,11 @@ func measure(o options, self, base string, seq int, t target, n int, data []byte
 	}
 	wg.Wait()
 	res.burst = time.Since(start)
-	res.cpu = cpuSeconds(srv.pid()) - cpu0
-	close(stopSampling)
-	<-sampled
+	res.cpu = srv.CPUSeconds() - cpu0
+	peak, fdPeak := peaks()
 	res.done, res.failed = int(done.Load()), int(failed.Load())
-	res.peakGrowth = peak.Load() - res.baseRSS
-	res.fdPeak = int(fdPeak.Load())
+	res.peakGrowth = peak - res.baseRSS
+	res.fdPeak = fdPeak
 	if ms := <-midway; ms.Sys > 0 && ms0.Sys > 0 {
 		res.mem = memDelta{
 			heap: int64(ms.HeapInuse) - int64(ms0.HeapInuse), stack: int64(ms.StackInuse) - int64(ms0.StackInuse),
@@ -471,11 +386,11 @@ func measure(o options, self, base string, seq int, t target, n int, data []byte
 			sys: int64(ms.Sys) - int64(ms0.Sys),
 		}
 	}
-	if err := srv.alive(); err != nil {
+	if err := srv.Alive(); err != nil {
 		return nil, err
 	}
 	time.Sleep(o.after)
-	res.rssAfter, _ = statusBytes(srv.pid(), "VmRSS")
+	res.rssAfter, _ = srv.RSS()
 	return res, nil
 }
 
@@ -569,153 +484,4 @@ func expect(br *bufio.Reader, status int, offset string) error {
 		return fmt.Errorf("Upload-Offset %q, want %s", resp.Header.Get("Upload-Offset"), offset)
 	}
 	return nil
-}
-
-// serveTusd serves tusd v2 (filestore, memorylocker) into dir on addr.
-func serveTusd(dir, addr string) error {
-	store := filestore.New(dir)
-	composer := tusd.NewStoreComposer()
-	store.UseIn(composer)
-	memorylocker.New().UseIn(composer)
-	h, err := tusd.NewHandler(tusd.Config{BasePath: tusdBasePath, StoreComposer: composer})
-	if err != nil {
-		return err
-	}
-	mux := http.NewServeMux()
-	mux.Handle(tusdBasePath, http.StripPrefix(tusdBasePath, h))
-	mux.Handle(strings.TrimSuffix(tusdBasePath, "/"), http.StripPrefix(strings.TrimSuffix(tusdBasePath, "/"), h))
-	mux.Handle("/debug/vars", expvar.Handler())
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return err
-	}
-	return (&http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}).Serve(ln)
-}
-
-// child is a server process.
-type child struct {
-	cmd    *exec.Cmd
-	log    string
-	exited chan struct{}
-	err    error
-}
-
-func startChild(dir, bin string, args, env []string, addr string) (*child, error) {
-	logPath := filepath.Join(dir, "server.log")
-	lf, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr, cmd.Dir = lf, lf, dir
-	cmd.Env = append(os.Environ(), env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		lf.Close()
-		return nil, err
-	}
-	c := &child{cmd: cmd, log: logPath, exited: make(chan struct{})}
-	go func() { c.err = cmd.Wait(); lf.Close(); close(c.exited) }()
-	atCleanup(c.stop)
-	for end := time.Now().Add(60 * time.Second); ; {
-		if err := c.alive(); err != nil {
-			return nil, err
-		}
-		if conn, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
-			conn.Close()
-			return c, nil
-		}
-		if time.Now().After(end) {
-			return nil, fmt.Errorf("%s does not listen on %s%s", bin, addr, c.tail())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func (c *child) pid() int { return c.cmd.Process.Pid }
-
-func (c *child) alive() error {
-	select {
-	case <-c.exited:
-		return fmt.Errorf("server exited: %v%s", c.err, c.tail())
-	default:
-		return nil
-	}
-}
-
-func (c *child) stop() {
-	select {
-	case <-c.exited:
-		return
-	default:
-	}
-	c.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-c.exited:
-	case <-time.After(10 * time.Second):
-		c.cmd.Process.Kill()
-		<-c.exited
-	}
-}
-
-func (c *child) tail() string {
-	b, _ := os.ReadFile(c.log)
-	if len(b) > 2000 {
-		b = b[len(b)-2000:]
-	}
-	return "\n--- server log (end) ---\n" + string(b)
-}
-
-// statusBytes reads a "VmXXX: N kB" field of /proc/PID/status.
-func statusBytes(pid int, field string) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok && k == field {
-			f := strings.Fields(v)
-			if len(f) > 0 {
-				n, err := strconv.ParseInt(f[0], 10, 64)
-				return n << 10, err
-			}
-		}
-	}
-	return 0, fmt.Errorf("no %s", field)
-}
-
-// cpuSeconds is the user plus system time of a process (and its waited-for
-// children), from /proc/PID/stat.
-func cpuSeconds(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	// Fields after the command: state is f[0]; utime is field 14 of the
-	// whole line, so f[11]; stime f[12].
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	return (ut + st) / 100 // USER_HZ is 100 on Linux
-}
-
-func countFDs(pid int) int {
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
-		return 0
-	}
-	return len(ents)
-}
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
 }

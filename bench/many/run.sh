@@ -14,7 +14,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 echo "building the benchmark (bench/many)..." >&2
-(cd "$here" && go build -o "$tmp/many" .)
+(cd "$here/.." && go build -o "$tmp/many" ./many)
 echo "building caddy (./cmd/caddy)..." >&2
 (cd "$root" && go build -o "$tmp/caddy" ./cmd/caddy)
 "$tmp/many" -caddy "$tmp/caddy" "$@"

@@ -22,7 +22,7 @@ for a in "$@"; do
 done
 
 echo "building the tus benchmark (bench/tus)..." >&2
-(cd "$here" && go build -o "$tmp/tusbench" .)
+(cd "$here/.." && go build -o "$tmp/tusbench" ./tus)
 if $only_baselines; then
 	"$tmp/tusbench" "$@"
 else

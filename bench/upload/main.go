@@ -21,95 +21,33 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
-	mrand "math/rand/v2"
 	"mime/multipart"
 	"net"
 	"net/http"
 	"net/textproto"
 	"os"
-	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"sort"
-	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
+
+	"github.com/reflexupload/caddy-reflex-upload/bench/internal/kit"
+	"github.com/reflexupload/caddy-reflex-upload/e2e/supervisor"
 )
 
 const (
 	fileName  = "bench.bin"
 	fieldName = "files"
-	chunkSize = 4 << 20 // random buffer repeated to form the file content
-	mib       = 1 << 20
 )
-
-// ---------------------------------------------------------------------------
-// cleanup handling: everything registered here runs once, in reverse order,
-// on normal exit, on failure and on SIGINT/SIGTERM.
-
-var (
-	cleanupMu   sync.Mutex
-	cleanupFns  []func()
-	cleanupOnce sync.Once
-)
-
-func atCleanup(f func()) {
-	cleanupMu.Lock()
-	cleanupFns = append(cleanupFns, f)
-	cleanupMu.Unlock()
-}
-
-func runCleanups() {
-	cleanupOnce.Do(func() {
-		cleanupMu.Lock()
-		fns := cleanupFns
-		cleanupFns = nil
-		cleanupMu.Unlock()
-		for i := len(fns) - 1; i >= 0; i-- {
-			fns[i]()
-		}
-	})
-}
-
-// ---------------------------------------------------------------------------
-// flags
-
-type sizeFlag int64
-
-func (s *sizeFlag) String() string { return strconv.FormatInt(int64(*s), 10) }
-
-// Set accepts plain bytes (1073741824) or a binary suffix (64MiB, 1G, 512k).
-func (s *sizeFlag) Set(v string) error {
-	str := strings.TrimSpace(strings.ToLower(v))
-	mult := int64(1)
-	for _, suf := range []struct {
-		s string
-		m int64
-	}{{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30}, {"k", 1 << 10}, {"m", 1 << 20}, {"g", 1 << 30}, {"b", 1}} {
-		if strings.HasSuffix(str, suf.s) {
-			str, mult = strings.TrimSuffix(str, suf.s), suf.m
-			break
-		}
-	}
-	n, err := strconv.ParseInt(strings.TrimSpace(str), 10, 64)
-	if err != nil || n <= 0 {
-		return fmt.Errorf("invalid size %q (want bytes, e.g. 1073741824 or 1GiB)", v)
-	}
-	*s = sizeFlag(n * mult)
-	return nil
-}
 
 type options struct {
 	caddy         string
@@ -128,8 +66,8 @@ type target struct {
 	url     string
 	dir     string // where the uploaded file lands (dir/bench.bin)
 	isCaddy bool
-	proc    *caddyProc // nil for baselines
-	poll    bool       // poll the upload's progress 10 times a second meanwhile
+	proc    *kit.Measured // nil for baselines
+	poll    bool          // poll the upload's progress 10 times a second meanwhile
 	// bytes the server must report and store: the file size, except for
 	// raw, which stores the whole body (multipart framing included)
 	expect int64
@@ -144,7 +82,7 @@ type target struct {
 
 func main() {
 	var o options
-	size := sizeFlag(1 << 30)
+	size := kit.Size(1 << 30)
 	flag.StringVar(&o.caddy, "caddy", "", "path to the Caddy binary built with reflex_upload (required unless -only-baselines)")
 	flag.Var(&size, "size", "bytes of file content per upload (e.g. 1073741824, 256MiB)")
 	flag.IntVar(&o.rounds, "rounds", 5, "number of rounds (each round uploads once to every target)")
@@ -155,74 +93,46 @@ func main() {
 	o.size = int64(size)
 
 	if flag.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "unexpected arguments: %q\n", flag.Args())
-		os.Exit(2)
+		kit.Usage(fmt.Sprintf("unexpected arguments: %q", flag.Args()))
 	}
 	if o.caddy == "" && !o.onlyBaselines {
-		fmt.Fprintln(os.Stderr, "-caddy is required (or use -only-baselines)")
 		flag.Usage()
-		os.Exit(2)
+		kit.Usage("-caddy is required (or use -only-baselines)")
 	}
 	if o.rounds < 1 {
-		fmt.Fprintln(os.Stderr, "-rounds must be >= 1")
-		os.Exit(2)
+		kit.Usage("-rounds must be >= 1")
 	}
-
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	go func() {
-		s := <-sigs
-		fmt.Fprintf(os.Stderr, "\ngot %v, cleaning up\n", s)
-		runCleanups()
-		os.Exit(130)
-	}()
-
-	err := run(o)
-	runCleanups()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "\nFAIL: %v\n", err)
-		os.Exit(1)
-	}
+	kit.Main(func() error { return run(o) })
 }
 
 func run(o options) error {
 	if o.caddy != "" {
-		abs, err := filepath.Abs(o.caddy)
+		abs, err := kit.AbsFile("-caddy", o.caddy)
 		if err != nil {
 			return err
-		}
-		if st, err := os.Stat(abs); err != nil || st.IsDir() {
-			return fmt.Errorf("-caddy %q: not a file (%v)", o.caddy, err)
 		}
 		o.caddy = abs
 	}
 
-	base, err := os.MkdirTemp("", "reflex-upload-bench-")
+	base, err := kit.TempDir("reflex-upload-bench-", o.keepTmp)
 	if err != nil {
 		return err
 	}
-	atCleanup(func() {
-		if o.keepTmp {
-			fmt.Printf("kept temp dir %s\n", base)
-			return
-		}
-		os.RemoveAll(base)
-	})
 
 	fmt.Printf("reflex_upload benchmark: %s per upload (%d bytes), %d round(s), %s, %d CPU(s)\n",
-		humanBytes(o.size), o.size, o.rounds, runtime.Version(), runtime.NumCPU())
+		kit.HumanBytes(o.size), o.size, o.rounds, runtime.Version(), runtime.NumCPU())
 	fmt.Printf("temp dir: %s\n", base)
 
 	// The file content: a 4 MiB random buffer repeated.
-	chunk := make([]byte, chunkSize)
-	if _, err := rand.Read(chunk); err != nil {
+	chunk, err := kit.RandomChunk()
+	if err != nil {
 		return err
 	}
 	body := newBodyTemplate(chunk, o.size)
 
 	var targets []*target
 
-	rawDir, err := mkdir(base, "raw")
+	rawDir, err := kit.Mkdir(base, "raw")
 	if err != nil {
 		return err
 	}
@@ -232,7 +142,7 @@ func run(o options) error {
 	}
 	targets = append(targets, &target{name: "raw (io.Copy body to file)", url: rawURL, dir: rawDir, expect: body.contentLength()})
 
-	stdDir, err := mkdir(base, "stdlib")
+	stdDir, err := kit.Mkdir(base, "stdlib")
 	if err != nil {
 		return err
 	}
@@ -244,27 +154,24 @@ func run(o options) error {
 
 	if !o.onlyBaselines {
 		for _, c := range []struct {
-			name, slug, extra string
+			name, slug string
+			options    []string
 		}{
-			{"caddy fsync off, hash none", "caddy-fast", "\t\tfsync off\n\t\thash none\n"},
-			{"caddy fsync off, hash sha256", "caddy-hash", "\t\tfsync off\n"},
-			{"caddy defaults", "caddy-defaults", ""},
+			{"caddy fsync off, hash none", "caddy-fast", []string{"fsync off", "hash none"}},
+			{"caddy fsync off, hash sha256", "caddy-hash", []string{"fsync off"}},
+			{"caddy defaults", "caddy-defaults", nil},
 		} {
-			dir, err := mkdir(base, c.slug)
-			if err != nil {
-				return err
-			}
-			p, err := startCaddy(o.caddy, base, c.slug, dir, c.extra)
+			p, dir, err := startCaddy(o.caddy, base, c.slug, c.options)
 			if err != nil {
 				return fmt.Errorf("%s: %w", c.name, err)
 			}
 			targets = append(targets, &target{
-				name: c.name, url: "http://" + p.addr + "/_upload", dir: dir, isCaddy: true, proc: p, expect: o.size,
+				name: c.name, url: "http://" + p.Addr + "/_upload", dir: dir, isCaddy: true, proc: p, expect: o.size,
 			})
 			if c.slug == "caddy-fast" {
 				// The same server, its progress polled 10 times a second during the upload.
 				targets = append(targets, &target{
-					name: c.name + ", polled", url: "http://" + p.addr + "/_upload", dir: dir, isCaddy: true, proc: p,
+					name: c.name + ", polled", url: "http://" + p.Addr + "/_upload", dir: dir, isCaddy: true, proc: p,
 					expect: o.size, poll: true,
 				})
 			}
@@ -288,17 +195,11 @@ func run(o options) error {
 	}
 
 	var expectSHA string // computed lazily, only if a target reports a sha256
-	n := len(targets)
 	for r := 0; r < o.rounds; r++ {
 		fmt.Printf("\nround %d/%d\n", r+1, o.rounds)
-		// A new random order each round: a cyclic rotation would give each
-		// target the same predecessor every time, and the predecessor's
-		// writeback would then bias one target.
-		order := mrand.Perm(n)
-		for j := 0; j < n; j++ {
-			t := targets[order[j]]
+		for _, t := range kit.Shuffled(targets) {
 			if t.proc != nil {
-				if err := t.proc.checkAlive(); err != nil {
+				if err := t.proc.Alive(); err != nil {
 					return fmt.Errorf("%s: %w", t.name, err)
 				}
 			}
@@ -306,11 +207,11 @@ func run(o options) error {
 			var memBefore int64
 			var cpuBefore float64
 			if t.proc != nil {
-				memBefore, err = t.proc.beforeUpload()
+				memBefore, err = t.proc.BeforeUpload()
 				if err != nil {
 					return fmt.Errorf("%s: %w", t.name, err)
 				}
-				cpuBefore = cpuSeconds(t.proc.pid())
+				cpuBefore = t.proc.CPUSeconds()
 			}
 
 			secs, res, err := upload(client, t.url, body, t.poll)
@@ -320,14 +221,13 @@ func run(o options) error {
 
 			memLine := ""
 			if t.proc != nil {
-				hwm, err := readStatusKB(t.proc.pid(), "VmHWM")
+				grow, err := t.proc.Growth(memBefore)
 				if err != nil {
 					return fmt.Errorf("%s: %w", t.name, err)
 				}
-				grow := hwm - memBefore
 				t.memGrow = append(t.memGrow, grow)
-				t.cpu = append(t.cpu, cpuSeconds(t.proc.pid())-cpuBefore)
-				memLine = fmt.Sprintf("  peak mem growth %7.1f MiB", float64(grow)/mib)
+				t.cpu = append(t.cpu, t.proc.CPUSeconds()-cpuBefore)
+				memLine = fmt.Sprintf("  peak mem growth %7.1f MiB", float64(grow)/kit.MiB)
 			}
 
 			// Validate the response.
@@ -349,7 +249,7 @@ func run(o options) error {
 			stored := filepath.Join(t.dir, fileName)
 			st, err := os.Stat(stored)
 			if err != nil {
-				return fmt.Errorf("%s: stored file: %v (dir contains: %s)", t.name, err, listDir(t.dir))
+				return fmt.Errorf("%s: stored file: %v (dir contains: %s)", t.name, err, kit.ListDir(t.dir))
 			}
 			if st.Size() != t.expect {
 				return fmt.Errorf("%s: stored file %s has %d bytes, want %d", t.name, stored, st.Size(), t.expect)
@@ -360,7 +260,7 @@ func run(o options) error {
 			syscall.Sync() // settle writeback before the next run (untimed)
 
 			t.secs = append(t.secs, secs)
-			fmt.Printf("  %-28s %8.3f s  %9.1f MiB/s%s\n", t.name, secs, mibps(o.size, secs), memLine)
+			fmt.Printf("  %-28s %8.3f s  %9.1f MiB/s%s\n", t.name, secs, kit.MiBps(o.size, secs), memLine)
 		}
 	}
 
@@ -407,35 +307,15 @@ func (b *bodyTemplate) contentLength() int64 {
 }
 
 func (b *bodyTemplate) reader() io.Reader {
-	return io.MultiReader(bytes.NewReader(b.head), &repeatReader{chunk: b.chunk, left: b.size}, bytes.NewReader(b.tail))
+	return io.MultiReader(bytes.NewReader(b.head), &kit.RepeatReader{Chunk: b.chunk, Left: b.size}, bytes.NewReader(b.tail))
 }
 
 func (b *bodyTemplate) sha256() string {
 	h := sha256.New()
-	if _, err := io.Copy(h, &repeatReader{chunk: b.chunk, left: b.size}); err != nil {
+	if _, err := io.Copy(h, &kit.RepeatReader{Chunk: b.chunk, Left: b.size}); err != nil {
 		panic(err)
 	}
 	return hex.EncodeToString(h.Sum(nil))
-}
-
-// repeatReader yields left bytes of chunk, repeated.
-type repeatReader struct {
-	chunk []byte
-	off   int
-	left  int64
-}
-
-func (r *repeatReader) Read(p []byte) (int, error) {
-	if r.left <= 0 {
-		return 0, io.EOF
-	}
-	if int64(len(p)) > r.left {
-		p = p[:r.left]
-	}
-	n := copy(p, r.chunk[r.off:])
-	r.off = (r.off + n) % len(r.chunk)
-	r.left -= int64(n)
-	return n, nil
 }
 
 type uploadResult struct {
@@ -563,7 +443,7 @@ func startBaseline(h http.Handler) (string, error) {
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
-	atCleanup(func() { srv.Close() })
+	kit.AtCleanup(func() { srv.Close() })
 	return "http://" + ln.Addr().String() + "/_upload", nil
 }
 
@@ -641,239 +521,63 @@ func stdlibHandler(dir string) http.Handler {
 // ---------------------------------------------------------------------------
 // Caddy child processes
 
-type caddyProc struct {
-	cmd     *exec.Cmd
-	addr    string
-	logPath string
-	exited  chan struct{}
-	waitErr error
-
-	clearRefsOK  bool
-	rssAtStartKB int64
-	warnedOnce   bool
-}
-
-func (p *caddyProc) pid() int { return p.cmd.Process.Pid }
-
-func startCaddy(bin, base, slug, root, extra string) (*caddyProc, error) {
-	addr, err := freeAddr()
+// startCaddy starts Caddy with reflex_upload { root DIR; options } on a
+// free port, DIR being base/slug, its Caddyfile and log in base/slug-config.
+func startCaddy(bin, base, slug string, options []string) (*kit.Measured, string, error) {
+	root, err := kit.Mkdir(base, slug)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	_, port, _ := net.SplitHostPort(addr)
-	cfgDir, err := mkdir(base, slug+"-config")
+	cfgDir, err := kit.Mkdir(base, slug+"-config")
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	caddyfile := fmt.Sprintf(`{
-	admin off
-	auto_https off
-	persist_config off
-}
-
-http://127.0.0.1:%s {
-	reflex_upload {
-		root %s
-%s	}
-}
-`, port, caddyfileToken(root), extra)
-	cfgPath := filepath.Join(cfgDir, "Caddyfile")
-	if err := os.WriteFile(cfgPath, []byte(caddyfile), 0o644); err != nil {
-		return nil, err
-	}
-	logPath := filepath.Join(cfgDir, "caddy.log")
-	logFile, err := os.Create(logPath)
+	addr, err := supervisor.FreeAddr()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-
-	cmd := exec.Command(bin, "run", "--config", cfgPath, "--adapter", "caddyfile")
-	cmd.Stdout = logFile
-	cmd.Stderr = logFile
-	cmd.Dir = cfgDir
-	// Keep Caddy's data/config storage inside the temp dir.
-	cmd.Env = append(os.Environ(),
-		"XDG_DATA_HOME="+filepath.Join(cfgDir, "data"),
-		"XDG_CONFIG_HOME="+filepath.Join(cfgDir, "config"),
-	)
-	// If this process dies without cleaning up, the kernel kills Caddy.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, fmt.Errorf("starting %s: %w", bin, err)
+	cfg, err := kit.CaddyConfig(slug, bin, cfgDir, addr, root, nil, options)
+	if err != nil {
+		return nil, "", err
 	}
-	p := &caddyProc{cmd: cmd, addr: addr, logPath: logPath, exited: make(chan struct{})}
-	go func() {
-		p.waitErr = cmd.Wait()
-		logFile.Close()
-		close(p.exited)
-	}()
-	atCleanup(p.stop)
-
-	// Wait until the port accepts connections.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		select {
-		case <-p.exited:
-			return nil, fmt.Errorf("caddy exited during startup: %v%s", p.waitErr, logTail(p))
-		default:
-		}
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("caddy did not listen on %s within 30s%s", addr, logTail(p))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-
-	// Memory accounting: can VmHWM be reset?
-	if rss, err := readStatusKB(p.pid(), "VmRSS"); err == nil {
-		p.rssAtStartKB = rss
-	} else {
-		return nil, err
-	}
-	p.clearRefsOK = os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", p.pid()), []byte("5"), 0) == nil
-	fmt.Printf("  started caddy pid %d on %s (%s), RSS %.1f MiB\n", p.pid(), addr, slug, float64(p.rssAtStartKB)/mib)
-	return p, nil
+	p, err := kit.StartMeasured(cfg, addr)
+	return p, root, err
 }
 
-// beforeUpload resets VmHWM (if possible) and returns the baseline (bytes)
-// against which VmHWM after the upload is compared.
-func (p *caddyProc) beforeUpload() (int64, error) {
-	path := fmt.Sprintf("/proc/%d/clear_refs", p.pid())
-	if p.clearRefsOK {
-		if err := os.WriteFile(path, []byte("5"), 0); err != nil {
-			p.clearRefsOK = false
-			fmt.Printf("  NOTE: cannot write %s (%v); reporting VmHWM - VmRSS-at-start instead\n", path, err)
-		}
-	} else if !p.warnedOnce {
-		fmt.Printf("  NOTE: cannot write %s; reporting VmHWM - VmRSS-at-start instead\n", path)
-	}
-	p.warnedOnce = true
-	if !p.clearRefsOK {
-		return p.rssAtStartKB, nil
-	}
-	return readStatusKB(p.pid(), "VmRSS")
-}
-
-func (p *caddyProc) checkAlive() error {
-	select {
-	case <-p.exited:
-		return fmt.Errorf("caddy (pid %d) exited: %v%s", p.pid(), p.waitErr, logTail(p))
-	default:
-		return nil
-	}
-}
-
-func (p *caddyProc) stop() {
-	select {
-	case <-p.exited:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-p.exited:
-	case <-time.After(5 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-	}
-}
-
-func logTail(p *caddyProc) string {
+// logTail is the end of a Caddy's log, for failure messages.
+func logTail(p *kit.Measured) string {
 	if p == nil {
 		return ""
 	}
-	data, err := os.ReadFile(p.logPath)
-	if err != nil || len(data) == 0 {
-		return ""
-	}
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(lines) > 20 {
-		lines = lines[len(lines)-20:]
-	}
-	return "\n--- caddy log (" + p.logPath + ", last lines) ---\n" + strings.Join(lines, "\n")
-}
-
-// readStatusKB returns a "VmXXX:  1234 kB" field of /proc/PID/status in bytes.
-func readStatusKB(pid int, field string) (int64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if !ok || k != field {
-			continue
-		}
-		fields := strings.Fields(v)
-		if len(fields) < 1 {
-			break
-		}
-		n, err := strconv.ParseInt(fields[0], 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("parsing %s in /proc/%d/status: %w", field, pid, err)
-		}
-		return n << 10, nil
-	}
-	if err := sc.Err(); err != nil {
-		return 0, err
-	}
-	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
-}
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr, nil
-}
-
-func caddyfileToken(s string) string {
-	if strings.ContainsAny(s, " \t\n\"{}#`") {
-		return "`" + s + "`"
-	}
-	return s
+	return "\n--- caddy log (" + p.LogPath() + ", end) ---\n" + supervisor.Tail(p.Log(), 2000)
 }
 
 // ---------------------------------------------------------------------------
 // output
 
 func printSummary(o options, targets []*target) {
-	raw := median(targets[0].secs)
-	rawMiBps := mibps(o.size, raw)
+	raw := kit.Median(targets[0].secs)
+	rawMiBps := kit.MiBps(o.size, raw)
 
-	fmt.Printf("\nper-target results (%d run(s) each, %s per upload):\n", o.rounds, humanBytes(o.size))
+	fmt.Printf("\nper-target results (%d run(s) each, %s per upload):\n", o.rounds, kit.HumanBytes(o.size))
 	for _, t := range targets {
 		s := append([]float64(nil), t.secs...)
 		sort.Float64s(s)
 		fmt.Printf("  %-28s median %8.1f MiB/s  min %8.1f  max %8.1f  (times: %s)\n",
-			t.name, mibps(o.size, median(s)), mibps(o.size, s[len(s)-1]), mibps(o.size, s[0]), fmtSecs(t.secs))
+			t.name, kit.MiBps(o.size, kit.Median(s)), kit.MiBps(o.size, s[len(s)-1]), kit.MiBps(o.size, s[0]), kit.FmtSecs(t.secs))
 		if t.isCaddy {
-			kind := "VmHWM - VmRSS before upload (VmHWM reset via clear_refs)"
-			if !t.proc.clearRefsOK {
-				kind = "VmHWM - VmRSS at start (clear_refs not writable)"
-			}
 			fmt.Printf("  %-28s peak mem growth max %.1f MiB over %d upload(s) [%s]\n",
-				"", float64(maxInt64(t.memGrow))/mib, len(t.memGrow), kind)
+				"", float64(kit.MaxInt64(t.memGrow))/kit.MiB, len(t.memGrow), t.proc.PeakKind())
 		}
 	}
 
 	fmt.Printf("\n%-30s %12s %14s %17s %19s\n", "target", "median MiB/s", "ratio vs raw", "min..max MiB/s", "peak mem growth")
 	for _, t := range targets {
-		med := mibps(o.size, median(t.secs))
-		lo, hi := minMax(t.secs, o.size)
+		med := kit.MiBps(o.size, kit.Median(t.secs))
+		lo, hi := kit.MinMax(t.secs, o.size)
 		mem := "-"
 		if t.isCaddy {
-			mem = fmt.Sprintf("%.1f MiB", float64(maxInt64(t.memGrow))/mib)
+			mem = fmt.Sprintf("%.1f MiB", float64(kit.MaxInt64(t.memGrow))/kit.MiB)
 		}
 		fmt.Printf("%-30s %12.1f %14.2f %17s %19s\n", t.name, med, med/rawMiBps,
 			fmt.Sprintf("%.0f..%.0f", lo, hi), mem)
@@ -892,109 +596,11 @@ func printSummary(o options, targets []*target) {
 			ratios = append(ratios, base.secs[r]/t.secs[r])
 		}
 		fmt.Printf("\npolled / unpolled throughput, paired by round: median %.3f (rounds: %s)\n",
-			median(ratios), fmtRatios(ratios))
+			kit.Median(ratios), kit.FmtRatios(ratios))
 		// Wall time on a shared 2-core box with the client beside the server
 		// is noisy; the CPU the server spends is the steadier measure of
 		// what polling costs it.
 		fmt.Printf("Caddy CPU seconds per upload: unpolled median %.3f, polled median %.3f (ratio %.3f)\n",
-			median(base.cpu), median(t.cpu), median(t.cpu)/median(base.cpu))
+			kit.Median(base.cpu), kit.Median(t.cpu), kit.Median(t.cpu)/kit.Median(base.cpu))
 	}
-}
-
-// cpuSeconds reads a process's user+system CPU time from /proc (0 when it
-// cannot).
-func cpuSeconds(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// The fields after the command name, which is in parentheses.
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	utime, _ := strconv.ParseFloat(f[11], 64)
-	stime, _ := strconv.ParseFloat(f[12], 64)
-	return (utime + stime) / clockTicks
-}
-
-// clockTicks is USER_HZ, the unit of /proc/PID/stat times (100 on Linux).
-const clockTicks = 100
-
-func fmtRatios(v []float64) string {
-	parts := make([]string, len(v))
-	for i, x := range v {
-		parts[i] = fmt.Sprintf("%.2f", x)
-	}
-	return strings.Join(parts, " ")
-}
-
-func minMax(secs []float64, size int64) (lo, hi float64) {
-	s := append([]float64(nil), secs...)
-	sort.Float64s(s)
-	return mibps(size, s[len(s)-1]), mibps(size, s[0])
-}
-
-func median(v []float64) float64 {
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
-}
-
-func maxInt64(v []int64) int64 {
-	var m int64
-	for i, x := range v {
-		if i == 0 || x > m {
-			m = x
-		}
-	}
-	return m
-}
-
-func mibps(size int64, secs float64) float64 { return float64(size) / mib / secs }
-
-func fmtSecs(v []float64) string {
-	parts := make([]string, len(v))
-	for i, s := range v {
-		parts[i] = strconv.FormatFloat(s, 'f', 3, 64)
-	}
-	return strings.Join(parts, " ")
-}
-
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<30 && n%(1<<30) == 0:
-		return fmt.Sprintf("%d GiB", n>>30)
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/mib)
-	default:
-		return fmt.Sprintf("%d bytes", n)
-	}
-}
-
-func mkdir(base, name string) (string, error) {
-	d := filepath.Join(base, name)
-	return d, os.Mkdir(d, 0o755)
-}
-
-func listDir(dir string) string {
-	var names []string
-	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
-		if err == nil && path != dir {
-			rel, _ := filepath.Rel(dir, path)
-			names = append(names, rel)
-		}
-		return nil
-	})
-	if len(names) == 0 {
-		return "nothing"
-	}
-	if len(names) > 20 {
-		names = append(names[:20], "...")
-	}
-	return strings.Join(names, ", ")
 }

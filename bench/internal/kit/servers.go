@@ -1,0 +1,106 @@
+package kit
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/reflexupload/caddy-reflex-upload/e2e/supervisor"
+)
+
+// StartServer starts cfg as a child process, stops it at exit, and waits
+// (up to wait) until addr accepts connections.
+func StartServer(cfg supervisor.Config, addr string, wait time.Duration) (*supervisor.Process, error) {
+	p, err := supervisor.Start(cfg)
+	if err != nil {
+		return nil, err
+	}
+	AtCleanup(func() { p.Stop() })
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := p.WaitTCP(ctx, addr); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// CaddyConfig writes, into dir, a Caddyfile for one site on addr whose
+// reflex_upload stores into root with the options upload (see
+// supervisor.UploadSite), and returns the Config that runs bin on it under
+// the name name.
+func CaddyConfig(name, bin, dir, addr, root string, global, upload []string) (supervisor.Config, error) {
+	cfg, err := supervisor.Caddy(bin, dir, supervisor.UploadSite(addr, root, global, upload))
+	cfg.Name = name
+	return cfg, err
+}
+
+// Measured is a server whose peak memory growth is measured per upload:
+// VmHWM after the upload minus VmRSS before it, VmHWM being reset before
+// it through /proc/PID/clear_refs; where that is not allowed, VmHWM minus
+// VmRSS at start.
+type Measured struct {
+	*supervisor.Process
+	Addr        string
+	ClearRefsOK bool
+	rssAtStart  int64
+	noted       bool
+}
+
+// StartMeasured starts cfg as StartServer does (30 s to listen) and
+// prepares the memory accounting.
+func StartMeasured(cfg supervisor.Config, addr string) (*Measured, error) {
+	p, err := StartServer(cfg, addr, 30*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	m := &Measured{Process: p, Addr: addr}
+	if m.rssAtStart, err = p.RSS(); err != nil {
+		return nil, err
+	}
+	m.ClearRefsOK = p.ResetPeak() == nil
+	fmt.Printf("  started %s pid %d on %s, RSS %.1f MiB\n", p.Name(), p.PID(), addr, float64(m.rssAtStart)/MiB)
+	return m, nil
+}
+
+// BeforeUpload resets VmHWM (if it can) and returns the baseline (bytes)
+// against which Growth compares VmHWM after the upload.
+func (m *Measured) BeforeUpload() (int64, error) {
+	path := fmt.Sprintf("/proc/%d/clear_refs", m.PID())
+	if m.ClearRefsOK {
+		if err := m.ResetPeak(); err != nil {
+			m.ClearRefsOK = false
+			fmt.Printf("  NOTE: cannot write %s (%v); reporting VmHWM - VmRSS-at-start instead\n", path, err)
+		}
+	} else if !m.noted {
+		fmt.Printf("  NOTE: cannot write %s; reporting VmHWM - VmRSS-at-start instead\n", path)
+	}
+	m.noted = true
+	if !m.ClearRefsOK {
+		return m.rssAtStart, nil
+	}
+	return m.RSS()
+}
+
+// Growth returns VmHWM minus before (from BeforeUpload), in bytes.
+func (m *Measured) Growth(before int64) (int64, error) {
+	hwm, err := m.Status("VmHWM")
+	return hwm - before, err
+}
+
+// PeakKind says how the peak memory growth was measured.
+func (m *Measured) PeakKind() string {
+	if m.ClearRefsOK {
+		return "VmHWM - VmRSS before upload, VmHWM reset via clear_refs"
+	}
+	return "VmHWM - VmRSS at start: clear_refs not writable"
+}
+
+// Self is this program's path, for children that re-execute it.
+func Self() (string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("locating this binary for re-exec: %w", err)
+	}
+	return self, nil
+}
