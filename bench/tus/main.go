@@ -64,13 +64,8 @@ const (
 )
 
 type options struct {
-	caddy         string
-	size          int64
-	patchSize     int64
-	rounds        int
-	keepTmp       bool
-	onlyBaselines bool
-	timeout       time.Duration
+	kit.Options
+	patchSize int64
 }
 
 // ---------------------------------------------------------------------------
@@ -122,51 +117,27 @@ func main() {
 	}
 
 	var o options
-	size := kit.Size(1 << 30)
 	patch := kit.Size(16 << 20)
-	flag.StringVar(&o.caddy, "caddy", "", "path to the Caddy binary built with reflex_upload (required unless -only-baselines)")
-	flag.Var(&size, "size", "bytes per upload (e.g. 1073741824, 256MiB)")
+	o.Flags("raw and tusd")
 	flag.Var(&patch, "patch-size", "bytes per PATCH in the chunked mode (e.g. 16MiB)")
-	flag.IntVar(&o.rounds, "rounds", 5, "number of rounds (each round uploads once per server and mode)")
-	flag.BoolVar(&o.keepTmp, "keep-tmp", false, "keep the temp dir (Caddyfile, server logs) for debugging")
-	flag.BoolVar(&o.onlyBaselines, "only-baselines", false, "benchmark only raw and tusd (no Caddy)")
-	flag.DurationVar(&o.timeout, "timeout", 15*time.Minute, "timeout per upload")
-	flag.Parse()
-	o.size, o.patchSize = int64(size), int64(patch)
-
-	if flag.NArg() > 0 {
-		kit.Usage(fmt.Sprintf("unexpected arguments: %q", flag.Args()))
-	}
-	if o.caddy == "" && !o.onlyBaselines {
-		flag.Usage()
-		kit.Usage("-caddy is required (or use -only-baselines)")
-	}
-	if o.rounds < 1 {
-		kit.Usage("-rounds must be >= 1")
-	}
+	o.Parse()
+	o.patchSize = int64(patch)
 	kit.Main(func() error { return run(o) })
 }
 
 func run(o options) error {
-	if o.caddy != "" {
-		abs, err := kit.AbsFile("-caddy", o.caddy)
-		if err != nil {
-			return err
-		}
-		o.caddy = abs
-	}
 	self, err := kit.Self()
 	if err != nil {
 		return err
 	}
 
-	base, err := kit.TempDir("reflex-tus-bench-", o.keepTmp)
+	base, err := kit.TempDir("reflex-tus-bench-", o.KeepTmp)
 	if err != nil {
 		return err
 	}
 
 	fmt.Printf("tus benchmark: %s per upload (%d bytes), PATCHes of %s in the chunked mode, %d round(s), %s, %d CPU(s)\n",
-		kit.HumanBytes(o.size), o.size, kit.HumanBytes(o.patchSize), o.rounds, runtime.Version(), runtime.NumCPU())
+		kit.HumanBytes(o.Size), o.Size, kit.HumanBytes(o.patchSize), o.Rounds, runtime.Version(), runtime.NumCPU())
 	fmt.Printf("temp dir: %s\n", base)
 
 	// The file content: a 4 MiB random buffer repeated.
@@ -209,7 +180,7 @@ func run(o options) error {
 		servers = append(servers, &server{name: s.name, kind: s.kind, endpoint: "http://" + addr + s.basePath, dir: dir, proc: p})
 	}
 
-	if !o.onlyBaselines {
+	if !o.OnlyBaselines {
 		// tusd keeps no hash; the module computes sha256 by default, so it
 		// runs both ways.
 		for _, c := range []struct {
@@ -231,7 +202,7 @@ func run(o options) error {
 			if err != nil {
 				return err
 			}
-			cfg, err := kit.CaddyConfig(c.slug, o.caddy, cfgDir, addr, dir, nil, c.options)
+			cfg, err := kit.CaddyConfig(c.slug, o.Caddy, cfgDir, addr, dir, nil, c.options)
 			if err != nil {
 				return err
 			}
@@ -269,8 +240,8 @@ func run(o options) error {
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 
-	for r := 0; r < o.rounds; r++ {
-		fmt.Printf("\nround %d/%d\n", r+1, o.rounds)
+	for r := 0; r < o.Rounds; r++ {
+		fmt.Printf("\nround %d/%d\n", r+1, o.Rounds)
 		for _, rw := range kit.Shuffled(rows) {
 			s := rw.srv
 			if err := s.proc.Alive(); err != nil {
@@ -283,8 +254,8 @@ func run(o options) error {
 
 			// A fresh connection per upload; the PATCHes of one upload share it.
 			transport.CloseIdleConnections()
-			ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
-			res, err := tusUpload(ctx, client, s.endpoint, o.size, rw.patchSize, chunk)
+			ctx, cancel := context.WithTimeout(context.Background(), o.Timeout)
+			res, err := tusUpload(ctx, client, s.endpoint, o.Size, rw.patchSize, chunk)
 			cancel()
 			if err != nil {
 				return fmt.Errorf("%s: %w%s", rw.name(), err, logTail(s.proc))
@@ -298,18 +269,18 @@ func run(o options) error {
 			rw.patches = res.patches
 
 			// Untimed checks: HEAD, stored file, then delete it.
-			headNote, err := checkHead(client, res.location, o.size)
+			headNote, err := checkHead(client, res.location, o.Size)
 			if err != nil {
 				return fmt.Errorf("%s: %w%s", rw.name(), err, logTail(s.proc))
 			}
-			if err := checkAndRemoveStored(s, res.location, o.size, chunk); err != nil {
+			if err := checkAndRemoveStored(s, res.location, o.Size, chunk); err != nil {
 				return fmt.Errorf("%s: %w%s", rw.name(), err, logTail(s.proc))
 			}
 			syscall.Sync() // settle writeback before the next upload (untimed)
 
 			rw.secs = append(rw.secs, res.secs)
 			fmt.Printf("  %-24s %8.3f s  %9.1f MiB/s  %3d PATCH(es)  peak mem growth %7.1f MiB%s\n",
-				rw.name(), res.secs, kit.MiBps(o.size, res.secs), res.patches, float64(grow)/kit.MiB, headNote)
+				rw.name(), res.secs, kit.MiBps(o.Size, res.secs), res.patches, float64(grow)/kit.MiB, headNote)
 		}
 	}
 
@@ -648,7 +619,7 @@ func printSummary(o options, rows []*row) {
 	rawMedian := map[string]float64{} // mode -> raw's median MiB/s
 	for _, r := range rows {
 		if r.srv.kind == kindRaw {
-			rawMedian[r.mode] = kit.MiBps(o.size, kit.Median(r.secs))
+			rawMedian[r.mode] = kit.MiBps(o.Size, kit.Median(r.secs))
 		}
 	}
 	kind := "VmHWM - VmRSS before upload, VmHWM reset via clear_refs"
@@ -658,16 +629,16 @@ func printSummary(o options, rows []*row) {
 		}
 	}
 
-	fmt.Printf("\nper-row results (%d upload(s) each, %s per upload):\n", o.rounds, kit.HumanBytes(o.size))
+	fmt.Printf("\nper-row results (%d upload(s) each, %s per upload):\n", o.Rounds, kit.HumanBytes(o.Size))
 	for _, r := range rows {
-		fmt.Printf("  %-24s median %8.1f MiB/s  (times: %s)\n", r.name(), kit.MiBps(o.size, kit.Median(r.secs)), kit.FmtSecs(r.secs))
+		fmt.Printf("  %-24s median %8.1f MiB/s  (times: %s)\n", r.name(), kit.MiBps(o.Size, kit.Median(r.secs)), kit.FmtSecs(r.secs))
 	}
 
 	fmt.Printf("\nratio = row median / raw median in the same mode; peak mem growth = max over uploads of %s\n", kind)
 	fmt.Printf("%-26s %12s %8s %15s %17s\n", "server, mode", "median MiB/s", "vs raw", "min..max MiB/s", "peak mem growth")
 	for _, r := range rows {
-		med := kit.MiBps(o.size, kit.Median(r.secs))
-		lo, hi := kit.MinMax(r.secs, o.size)
+		med := kit.MiBps(o.Size, kit.Median(r.secs))
+		lo, hi := kit.MinMax(r.secs, o.Size)
 		fmt.Printf("%-26s %12.1f %8.2f %15s %17s\n", r.name(), med, med/rawMedian[r.mode],
 			fmt.Sprintf("%.0f..%.0f", lo, hi), fmt.Sprintf("%.1f MiB", float64(kit.MaxInt64(r.memGrow))/kit.MiB))
 	}

@@ -25,7 +25,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"mime/multipart"
@@ -48,15 +47,6 @@ const (
 	fileName  = "bench.bin"
 	fieldName = "files"
 )
-
-type options struct {
-	caddy         string
-	size          int64
-	rounds        int
-	keepTmp       bool
-	onlyBaselines bool
-	timeout       time.Duration
-}
 
 // ---------------------------------------------------------------------------
 // targets
@@ -81,46 +71,20 @@ type target struct {
 // main
 
 func main() {
-	var o options
-	size := kit.Size(1 << 30)
-	flag.StringVar(&o.caddy, "caddy", "", "path to the Caddy binary built with reflex_upload (required unless -only-baselines)")
-	flag.Var(&size, "size", "bytes of file content per upload (e.g. 1073741824, 256MiB)")
-	flag.IntVar(&o.rounds, "rounds", 5, "number of rounds (each round uploads once to every target)")
-	flag.BoolVar(&o.keepTmp, "keep-tmp", false, "keep the temp dir (Caddyfiles, Caddy logs) for debugging")
-	flag.BoolVar(&o.onlyBaselines, "only-baselines", false, "benchmark only the in-process raw and stdlib baselines (no Caddy)")
-	flag.DurationVar(&o.timeout, "timeout", 15*time.Minute, "timeout per upload")
-	flag.Parse()
-	o.size = int64(size)
-
-	if flag.NArg() > 0 {
-		kit.Usage(fmt.Sprintf("unexpected arguments: %q", flag.Args()))
-	}
-	if o.caddy == "" && !o.onlyBaselines {
-		flag.Usage()
-		kit.Usage("-caddy is required (or use -only-baselines)")
-	}
-	if o.rounds < 1 {
-		kit.Usage("-rounds must be >= 1")
-	}
+	var o kit.Options
+	o.Flags("the in-process raw and stdlib baselines")
+	o.Parse()
 	kit.Main(func() error { return run(o) })
 }
 
-func run(o options) error {
-	if o.caddy != "" {
-		abs, err := kit.AbsFile("-caddy", o.caddy)
-		if err != nil {
-			return err
-		}
-		o.caddy = abs
-	}
-
-	base, err := kit.TempDir("reflex-upload-bench-", o.keepTmp)
+func run(o kit.Options) error {
+	base, err := kit.TempDir("reflex-upload-bench-", o.KeepTmp)
 	if err != nil {
 		return err
 	}
 
 	fmt.Printf("reflex_upload benchmark: %s per upload (%d bytes), %d round(s), %s, %d CPU(s)\n",
-		kit.HumanBytes(o.size), o.size, o.rounds, runtime.Version(), runtime.NumCPU())
+		kit.HumanBytes(o.Size), o.Size, o.Rounds, runtime.Version(), runtime.NumCPU())
 	fmt.Printf("temp dir: %s\n", base)
 
 	// The file content: a 4 MiB random buffer repeated.
@@ -128,7 +92,7 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	body := newBodyTemplate(chunk, o.size)
+	body := newBodyTemplate(chunk, o.Size)
 
 	var targets []*target
 
@@ -150,9 +114,9 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	targets = append(targets, &target{name: "stdlib mime/multipart", url: stdURL, dir: stdDir, expect: o.size})
+	targets = append(targets, &target{name: "stdlib mime/multipart", url: stdURL, dir: stdDir, expect: o.Size})
 
-	if !o.onlyBaselines {
+	if !o.OnlyBaselines {
 		for _, c := range []struct {
 			name, slug string
 			options    []string
@@ -161,18 +125,18 @@ func run(o options) error {
 			{"caddy fsync off, hash sha256", "caddy-hash", []string{"fsync off"}},
 			{"caddy defaults", "caddy-defaults", nil},
 		} {
-			p, dir, err := startCaddy(o.caddy, base, c.slug, c.options)
+			p, dir, err := startCaddy(o.Caddy, base, c.slug, c.options)
 			if err != nil {
 				return fmt.Errorf("%s: %w", c.name, err)
 			}
 			targets = append(targets, &target{
-				name: c.name, url: "http://" + p.Addr + "/_upload", dir: dir, isCaddy: true, proc: p, expect: o.size,
+				name: c.name, url: "http://" + p.Addr + "/_upload", dir: dir, isCaddy: true, proc: p, expect: o.Size,
 			})
 			if c.slug == "caddy-fast" {
 				// The same server, its progress polled 10 times a second during the upload.
 				targets = append(targets, &target{
 					name: c.name + ", polled", url: "http://" + p.Addr + "/_upload", dir: dir, isCaddy: true, proc: p,
-					expect: o.size, poll: true,
+					expect: o.Size, poll: true,
 				})
 			}
 		}
@@ -182,7 +146,7 @@ func run(o options) error {
 	}
 
 	client := &http.Client{
-		Timeout: o.timeout,
+		Timeout: o.Timeout,
 		Transport: &http.Transport{
 			Proxy:              nil, // loopback only, never a proxy
 			DisableCompression: true,
@@ -195,8 +159,8 @@ func run(o options) error {
 	}
 
 	var expectSHA string // computed lazily, only if a target reports a sha256
-	for r := 0; r < o.rounds; r++ {
-		fmt.Printf("\nround %d/%d\n", r+1, o.rounds)
+	for r := 0; r < o.Rounds; r++ {
+		fmt.Printf("\nround %d/%d\n", r+1, o.Rounds)
 		for _, t := range kit.Shuffled(targets) {
 			if t.proc != nil {
 				if err := t.proc.Alive(); err != nil {
@@ -260,7 +224,7 @@ func run(o options) error {
 			syscall.Sync() // settle writeback before the next run (untimed)
 
 			t.secs = append(t.secs, secs)
-			fmt.Printf("  %-28s %8.3f s  %9.1f MiB/s%s\n", t.name, secs, kit.MiBps(o.size, secs), memLine)
+			fmt.Printf("  %-28s %8.3f s  %9.1f MiB/s%s\n", t.name, secs, kit.MiBps(o.Size, secs), memLine)
 		}
 	}
 
@@ -555,16 +519,16 @@ func logTail(p *kit.Measured) string {
 // ---------------------------------------------------------------------------
 // output
 
-func printSummary(o options, targets []*target) {
+func printSummary(o kit.Options, targets []*target) {
 	raw := kit.Median(targets[0].secs)
-	rawMiBps := kit.MiBps(o.size, raw)
+	rawMiBps := kit.MiBps(o.Size, raw)
 
-	fmt.Printf("\nper-target results (%d run(s) each, %s per upload):\n", o.rounds, kit.HumanBytes(o.size))
+	fmt.Printf("\nper-target results (%d run(s) each, %s per upload):\n", o.Rounds, kit.HumanBytes(o.Size))
 	for _, t := range targets {
 		s := append([]float64(nil), t.secs...)
 		sort.Float64s(s)
 		fmt.Printf("  %-28s median %8.1f MiB/s  min %8.1f  max %8.1f  (times: %s)\n",
-			t.name, kit.MiBps(o.size, kit.Median(s)), kit.MiBps(o.size, s[len(s)-1]), kit.MiBps(o.size, s[0]), kit.FmtSecs(t.secs))
+			t.name, kit.MiBps(o.Size, kit.Median(s)), kit.MiBps(o.Size, s[len(s)-1]), kit.MiBps(o.Size, s[0]), kit.FmtSecs(t.secs))
 		if t.isCaddy {
 			fmt.Printf("  %-28s peak mem growth max %.1f MiB over %d upload(s) [%s]\n",
 				"", float64(kit.MaxInt64(t.memGrow))/kit.MiB, len(t.memGrow), t.proc.PeakKind())
@@ -573,8 +537,8 @@ func printSummary(o options, targets []*target) {
 
 	fmt.Printf("\n%-30s %12s %14s %17s %19s\n", "target", "median MiB/s", "ratio vs raw", "min..max MiB/s", "peak mem growth")
 	for _, t := range targets {
-		med := kit.MiBps(o.size, kit.Median(t.secs))
-		lo, hi := kit.MinMax(t.secs, o.size)
+		med := kit.MiBps(o.Size, kit.Median(t.secs))
+		lo, hi := kit.MinMax(t.secs, o.Size)
 		mem := "-"
 		if t.isCaddy {
 			mem = fmt.Sprintf("%.1f MiB", float64(kit.MaxInt64(t.memGrow))/kit.MiB)
