@@ -108,9 +108,9 @@ func (r *row) name() string { return r.srv.name + ", " + r.mode }
 func main() {
 	// Hidden child modes: serve tusd / raw (re-exec of this binary).
 	kit.ServeTusdChild()
-	if len(os.Args) > 1 && os.Args[1] == "-serve-raw" {
-		if err := serveRaw(os.Args[1:]); err != nil {
-			fmt.Fprintf(os.Stderr, "%s: %v\n", os.Args[1], err)
+	if len(os.Args) == 4 && os.Args[1] == rawFlag {
+		if err := serveRaw(os.Args[2], os.Args[3]); err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", rawFlag, err)
 			os.Exit(1)
 		}
 		return
@@ -168,10 +168,13 @@ func run(o options) error {
 		if err != nil {
 			return err
 		}
-		cfg := kit.TusdConfig(self, dir, logDir, addr)
-		if s.kind == kindRaw {
-			cfg = supervisor.Config{Name: "raw", Argv: []string{self, "-serve-raw", dir, "-addr", addr},
+		var cfg supervisor.Config
+		switch s.kind {
+		case kindRaw:
+			cfg = supervisor.Config{Name: "raw", Argv: []string{self, rawFlag, dir, addr},
 				Dir: logDir, Log: filepath.Join(logDir, "raw.log")}
+		case kindTusd:
+			cfg = kit.TusdConfig(self, dir, logDir, addr)
 		}
 		p, err := kit.StartMeasured(cfg, addr)
 		if err != nil {
@@ -495,19 +498,17 @@ func sampleContent(p string, size int64, chunk []byte) error {
 // ---------------------------------------------------------------------------
 // child modes: raw and tusd servers
 
-// serveRaw serves the raw tus baseline: -serve-raw DIR -addr ADDR.
-func serveRaw(args []string) error {
-	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
-	dir := fs.String("serve-raw", "", "serve the raw tus baseline into this dir")
-	addr := fs.String("addr", "127.0.0.1:0", "listen address")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", *addr)
+// rawFlag is the hidden first argument with which the benchmark
+// re-executes itself as the raw server: -serve-raw DIR ADDR.
+const rawFlag = "-serve-raw"
+
+// serveRaw serves the raw tus baseline into dir on addr.
+func serveRaw(dir, addr string) error {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: newRawServer(*dir), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: newRawServer(dir), ReadHeaderTimeout: 10 * time.Second}
 	return srv.Serve(ln)
 }
 
