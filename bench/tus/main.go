@@ -156,31 +156,17 @@ func run(o options) error {
 		{"raw", rawBasePath, kindRaw},
 		{"tusd", kit.TusdBasePath, kindTusd},
 	} {
-		dir, err := kit.Mkdir(base, s.name)
-		if err != nil {
-			return err
-		}
-		logDir, err := kit.Mkdir(base, s.name+"-log")
-		if err != nil {
-			return err
-		}
-		addr, err := supervisor.FreeAddr()
-		if err != nil {
-			return err
-		}
-		var cfg supervisor.Config
-		switch s.kind {
-		case kindRaw:
-			cfg = supervisor.Config{Name: "raw", Argv: []string{self, rawFlag, dir, addr},
-				Dir: logDir, Log: filepath.Join(logDir, "raw.log")}
-		case kindTusd:
-			cfg = kit.TusdConfig(self, dir, logDir, addr)
-		}
-		p, err := kit.StartMeasured(cfg, addr)
+		p, dir, err := kit.StartIn(base, s.name, func(store, dir, addr string) (supervisor.Config, error) {
+			if s.kind == kindRaw {
+				return supervisor.Config{Name: "raw", Argv: []string{self, rawFlag, store, addr},
+					Dir: dir, Log: filepath.Join(dir, "raw.log")}, nil
+			}
+			return kit.TusdConfig(self, store, dir, addr), nil
+		})
 		if err != nil {
 			return fmt.Errorf("%s: %w", s.name, err)
 		}
-		servers = append(servers, &server{name: s.name, kind: s.kind, endpoint: "http://" + addr + s.basePath, dir: dir, proc: p})
+		servers = append(servers, &server{name: s.name, kind: s.kind, endpoint: "http://" + p.Addr + s.basePath, dir: dir, proc: p})
 	}
 
 	if !o.OnlyBaselines {
@@ -193,27 +179,11 @@ func run(o options) error {
 			{"caddy hash none", "caddy-nohash", []string{"fsync off", "hash none"}},
 			{"caddy sha256", "caddy-sha256", []string{"fsync off"}},
 		} {
-			dir, err := kit.Mkdir(base, c.slug)
-			if err != nil {
-				return err
-			}
-			cfgDir, err := kit.Mkdir(base, c.slug+"-config")
-			if err != nil {
-				return err
-			}
-			addr, err := supervisor.FreeAddr()
-			if err != nil {
-				return err
-			}
-			cfg, err := kit.CaddyConfig(c.slug, o.Caddy, cfgDir, addr, dir, nil, c.options)
-			if err != nil {
-				return err
-			}
-			p, err := kit.StartMeasured(cfg, addr)
+			p, dir, err := kit.StartCaddyIn(base, c.slug, o.Caddy, c.options)
 			if err != nil {
 				return fmt.Errorf("%s: %w", c.name, err)
 			}
-			servers = append(servers, &server{name: c.name, kind: kindCaddy, endpoint: "http://" + addr + caddyTusPath, dir: dir, proc: p})
+			servers = append(servers, &server{name: c.name, kind: kindCaddy, endpoint: "http://" + p.Addr + caddyTusPath, dir: dir, proc: p})
 		}
 	}
 

@@ -125,7 +125,7 @@ func run(o kit.Options) error {
 			{"caddy fsync off, hash sha256", "caddy-hash", []string{"fsync off"}},
 			{"caddy defaults", "caddy-defaults", nil},
 		} {
-			p, dir, err := startCaddy(o.Caddy, base, c.slug, c.options)
+			p, dir, err := kit.StartCaddyIn(base, c.slug, o.Caddy, c.options)
 			if err != nil {
 				return fmt.Errorf("%s: %w", c.name, err)
 			}
@@ -484,29 +484,6 @@ func stdlibHandler(dir string) http.Handler {
 
 // ---------------------------------------------------------------------------
 // Caddy child processes
-
-// startCaddy starts Caddy with reflex_upload { root DIR; options } on a
-// free port, DIR being base/slug, its Caddyfile and log in base/slug-config.
-func startCaddy(bin, base, slug string, options []string) (*kit.Measured, string, error) {
-	root, err := kit.Mkdir(base, slug)
-	if err != nil {
-		return nil, "", err
-	}
-	cfgDir, err := kit.Mkdir(base, slug+"-config")
-	if err != nil {
-		return nil, "", err
-	}
-	addr, err := supervisor.FreeAddr()
-	if err != nil {
-		return nil, "", err
-	}
-	cfg, err := kit.CaddyConfig(slug, bin, cfgDir, addr, root, nil, options)
-	if err != nil {
-		return nil, "", err
-	}
-	p, err := kit.StartMeasured(cfg, addr)
-	return p, root, err
-}
 
 // logTail is the end of a Caddy's log, for failure messages.
 func logTail(p *kit.Measured) string {

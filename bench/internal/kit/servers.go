@@ -35,6 +35,39 @@ func CaddyConfig(name, bin, dir, addr, root string, global, upload []string) (su
 	return cfg, err
 }
 
+// StartIn starts a measured server (StartMeasured) in base: it makes
+// base/slug, where the server stores, and base/slug-config, for its
+// configuration and log, picks a free port, and has config describe the
+// server. It returns the server and its store.
+func StartIn(base, slug string, config func(store, dir, addr string) (supervisor.Config, error)) (*Measured, string, error) {
+	store, err := Mkdir(base, slug)
+	if err != nil {
+		return nil, "", err
+	}
+	dir, err := Mkdir(base, slug+"-config")
+	if err != nil {
+		return nil, "", err
+	}
+	addr, err := supervisor.FreeAddr()
+	if err != nil {
+		return nil, "", err
+	}
+	cfg, err := config(store, dir, addr)
+	if err != nil {
+		return nil, "", err
+	}
+	p, err := StartMeasured(cfg, addr)
+	return p, store, err
+}
+
+// StartCaddyIn is StartIn for Caddy (bin) with reflex_upload { root STORE;
+// options }.
+func StartCaddyIn(base, slug, bin string, options []string) (*Measured, string, error) {
+	return StartIn(base, slug, func(store, dir, addr string) (supervisor.Config, error) {
+		return CaddyConfig(slug, bin, dir, addr, store, nil, options)
+	})
+}
+
 // Measured is a server whose peak memory growth is measured per upload:
 // VmHWM after the upload minus VmRSS before it, VmHWM being reset before
 // it through /proc/PID/clear_refs; where that is not allowed, VmHWM minus
