@@ -36,9 +36,7 @@ type Config struct {
 	// Log is the file that the child's stdout and stderr are appended to
 	// (created if missing); each start writes a header line first.
 	Log string
-	// StopSignal is what Stop sends first; default SIGTERM.
-	StopSignal os.Signal
-	// StopTimeout is how long Stop waits after StopSignal before it sends
+	// StopTimeout is how long Stop waits after SIGTERM before it sends
 	// SIGKILL; default 20 s.
 	StopTimeout time.Duration
 }
@@ -59,9 +57,6 @@ type Process struct {
 
 // New returns a Process for cfg, not started.
 func New(cfg Config) *Process {
-	if cfg.StopSignal == nil {
-		cfg.StopSignal = syscall.SIGTERM
-	}
 	if cfg.StopTimeout == 0 {
 		cfg.StopTimeout = 20 * time.Second
 	}
@@ -178,7 +173,7 @@ func (p *Process) WaitTCP(ctx context.Context, addr string) error {
 	})
 }
 
-// Stop sends StopSignal and waits for the process to exit; after
+// Stop sends SIGTERM and waits for the process to exit; after
 // StopTimeout it kills it and returns an error saying so. A process that
 // is not running is left alone.
 func (p *Process) Stop() error {
@@ -186,7 +181,7 @@ func (p *Process) Stop() error {
 	if cmd == nil || closed(exited) {
 		return nil
 	}
-	cmd.Process.Signal(p.cfg.StopSignal)
+	cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-exited:
 		return nil
@@ -194,7 +189,7 @@ func (p *Process) Stop() error {
 	}
 	cmd.Process.Kill()
 	<-exited
-	return fmt.Errorf("%s did not exit within %v of %v; killed it", p.cfg.Name, p.cfg.StopTimeout, p.cfg.StopSignal)
+	return fmt.Errorf("%s did not exit within %v of SIGTERM; killed it", p.cfg.Name, p.cfg.StopTimeout)
 }
 
 // Kill ends the process with SIGKILL (no shutdown, as in a crash) and

@@ -1,7 +1,9 @@
 // Package caddyrun holds what the end-to-end tests with real clients share:
 // Caddy built from ./cmd/caddy once per test process (with -race when the
-// test binary has it, so a data race in the server fails the test), npm
-// packages installed from a lockfile, and small helpers for failure output.
+// test binary has it, so a data race in the server fails the test), Serve,
+// which runs a child process through e2e/supervisor for the length of a
+// test, npm packages installed from a lockfile, and small helpers for
+// failure output.
 package caddyrun
 
 import (
@@ -12,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +23,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/reflexupload/caddy-reflex-upload/e2e/supervisor"
 )
 
 // Time limits of the set-up steps.
@@ -136,12 +139,11 @@ func RepoRoot() (string, error) {
 // FreeAddr returns a loopback address with a port that was free a moment ago.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := supervisor.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 // NPMInstall runs npm ci in dir unless node_modules already holds the
@@ -217,9 +219,4 @@ func ListFiles(dir string) string {
 }
 
 // Tail returns the last n bytes of s.
-func Tail(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return "…" + s[len(s)-n:]
-}
+func Tail(s string, n int) string { return supervisor.Tail(s, n) }
