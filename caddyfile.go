@@ -8,6 +8,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
+
+	"github.com/reflexupload/caddy-reflex-upload/internal/filecheck"
 )
 
 func init() {
@@ -137,7 +139,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if len(args) == 0 {
 				return d.ArgErr()
 			}
-			if _, err := parseAccept(args); err != nil {
+			if _, err := filecheck.ParseAccept(args); err != nil {
 				return d.Errf("parsing accept: %v", err)
 			}
 			h.Accept = append(h.Accept, args...)

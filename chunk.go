@@ -22,9 +22,10 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/gabriel-vasile/mimetype"
 
 	"github.com/reflexupload/caddy-reflex-upload/internal/bufpool"
+	"github.com/reflexupload/caddy-reflex-upload/internal/filecheck"
+	"github.com/reflexupload/caddy-reflex-upload/internal/names"
 )
 
 // Resumable uploads speak tus 1.0.0 (https://tus.io/protocols/resumable-upload)
@@ -298,7 +299,7 @@ func (h *Handler) checkTusName(info *tusInfo) error {
 	if info.SentName == "" {
 		return errInvalidFilename.with(nil, "Upload-Metadata must name the file (filename or name)")
 	}
-	name, err := sanitizeFilename(info.SentName)
+	name, err := names.Sanitize(info.SentName)
 	if err != nil {
 		return errInvalidFilename.with(err, "%v", err).withFile(info.SentName)
 	}
@@ -306,8 +307,8 @@ func (h *Handler) checkTusName(info *tusInfo) error {
 	if h.OnConflict == conflictReject && h.root.exists(name) {
 		return errFileExists.withFile(info.SentName)
 	}
-	if err := h.accept.checkName(name, info.Declared); err != nil {
-		return errInvalidType.with(err, "file type is not accepted: %v", err).withFile(info.SentName)
+	if err := h.check.CheckName(name, info.Declared); err != nil {
+		return checkError(err, info.SentName)
 	}
 	return nil
 }
@@ -565,19 +566,10 @@ func (h *Handler) tusAppend(info *tusInfo, body *bodyReader, checksum *tusChecks
 	sink := newFileSink(f, fileHash, h.root.appendTo(tusDataPath(info.ID)))
 	start, saved := info.Offset, *info
 
-	var head []byte
-	if !info.TypeChecked && !info.Partial {
-		head = make([]byte, min(info.Offset, sniffLen), sniffLen)
-		if _, err := f.ReadAt(head, 0); err != nil {
-			_ = sink.close(false)
-			return storeError(err)
-		}
-		if len(head) == sniffLen {
-			if err := h.tusCheckType(info, head); err != nil {
-				_ = sink.close(false)
-				return err
-			}
-		}
+	check, err := h.tusCheck(info, f)
+	if err != nil {
+		_ = sink.close(false)
+		return err
 	}
 
 	var src io.Reader = body
@@ -602,19 +594,11 @@ func (h *Handler) tusAppend(info *tusInfo, body *bodyReader, checksum *tusChecks
 		if n == 0 {
 			continue
 		}
-		if info.Length < 0 && h.MaxSize > 0 && info.Offset+int64(n) > h.MaxSize {
+		if err := check.Write(chunk); err != nil {
 			_ = sink.close(false)
-			return errFileTooLarge.with(nil, "file is larger than %d bytes", h.MaxSize).withFile(info.SentName)
+			return checkError(err, info.SentName)
 		}
-		if head != nil && !info.TypeChecked {
-			head = append(head, chunk[:min(n, sniffLen-len(head))]...)
-			if len(head) == sniffLen {
-				if err := h.tusCheckType(info, head); err != nil {
-					_ = sink.close(false)
-					return err
-				}
-			}
-		}
+		info.TypeChecked, info.ContentType = check.Sniffed(), check.ContentType()
 		if _, err := sink.Write(chunk); err != nil {
 			_ = sink.close(false)
 			return storeError(err)
@@ -671,11 +655,13 @@ func (h *Handler) tusAppend(info *tusInfo, body *bodyReader, checksum *tusChecks
 		_ = sink.close(false)
 		return err
 	}
-	if head != nil && !info.TypeChecked && info.Length >= 0 && info.Offset == info.Length {
-		if err := h.tusCheckType(info, head); err != nil {
+	if info.Length >= 0 && info.Offset == info.Length {
+		// The whole file is here: one shorter than the sniffing window.
+		if err := check.Sniff(); err != nil {
 			_ = sink.close(false)
-			return err
+			return checkError(err, info.SentName)
 		}
+		info.TypeChecked, info.ContentType = check.Sniffed(), check.ContentType()
 	}
 	if err := h.tusSave(sink, info, fileHash); err != nil {
 		_ = sink.close(false)
@@ -721,20 +707,41 @@ func (h *Handler) tusSave(sink *fileSink, info *tusInfo, fileHash hash.Hash) err
 	return storeError(h.root.saveTus(info, h.fsync))
 }
 
-// tusCheckType checks the first bytes of an upload against accept.
-func (h *Handler) tusCheckType(info *tusInfo, head []byte) error {
-	sniffed := mimetype.Detect(head)
-	if err := h.accept.check(info.Name, info.Declared, sniffed); err != nil {
-		return errInvalidType.with(err, "file type is not accepted: %v", err).withFile(info.SentName)
+// tusCheck resumes the checks of an upload's file at its offset: its type
+// (from the first bytes on disk, until it is known) and, while its length
+// is deferred, max_size. A partial upload's type is checked as part of its
+// final upload.
+func (h *Handler) tusCheck(info *tusInfo, f *os.File) (*filecheck.Check, error) {
+	rules := &h.check
+	if info.Length >= 0 {
+		// Upload-Length was checked against max_size already; the data
+		// never goes past it.
+		r := *rules
+		r.MaxSize = 0
+		rules = &r
 	}
-	info.TypeChecked, info.ContentType = true, sniffed.String()
-	return nil
+	if info.Partial {
+		return rules.SizeOnly(info.Offset), nil
+	}
+	var head []byte
+	if !info.TypeChecked {
+		head = make([]byte, min(info.Offset, filecheck.SniffLen))
+		if _, err := f.ReadAt(head, 0); err != nil {
+			return nil, storeError(err)
+		}
+	}
+	check, err := rules.Resume(info.Name, info.Declared, info.Offset, head, info.ContentType)
+	if err != nil {
+		return nil, checkError(err, info.SentName)
+	}
+	info.TypeChecked, info.ContentType = check.Sniffed(), check.ContentType()
+	return check, nil
 }
 
 // tusComplete moves a finished upload into place like a standard upload.
 func (h *Handler) tusComplete(r *http.Request, info *tusInfo) error {
-	if info.Offset < h.MinSize {
-		return errFileTooSmall.with(nil, "file is smaller than %d bytes", h.MinSize).withFile(info.SentName)
+	if err := h.check.CheckMin(info.Offset); err != nil {
+		return checkError(err, info.SentName)
 	}
 	stored, err := h.publishTus(info, tusDataPath(info.ID))
 	if err != nil {
@@ -939,7 +946,7 @@ func (h *Handler) holdUploads(ids []string) func() {
 // the type on the way, and closes f.
 func (h *Handler) concatParts(f *os.File, info *tusInfo, parts []*tusInfo) error {
 	sink := newFileSink(f, h.newHash(), nil)
-	head := make([]byte, 0, sniffLen)
+	check := h.check.New(info.Name, info.Declared)
 	bufp := bufpool.Get(bufpool.Large) // files on disk: no waiting
 	defer bufpool.Put(bufp)
 	for _, p := range parts {
@@ -954,8 +961,10 @@ func (h *Handler) concatParts(f *os.File, info *tusInfo, parts []*tusInfo) error
 		for {
 			n, rerr := pf.Read(*bufp)
 			if n > 0 {
-				if len(head) < sniffLen {
-					head = append(head, (*bufp)[:min(n, sniffLen-len(head))]...)
+				if err := check.Write((*bufp)[:n]); err != nil {
+					pf.Close()
+					_ = sink.close(false)
+					return checkError(err, info.SentName)
 				}
 				if _, err := sink.Write((*bufp)[:n]); err != nil {
 					pf.Close()
@@ -974,10 +983,11 @@ func (h *Handler) concatParts(f *os.File, info *tusInfo, parts []*tusInfo) error
 		}
 		pf.Close()
 	}
-	if err := h.tusCheckType(info, head); err != nil {
+	if err := check.End(); err != nil {
 		_ = sink.close(false)
-		return err
+		return checkError(err, info.SentName)
 	}
+	info.TypeChecked, info.ContentType = true, check.ContentType()
 	if err := sink.close(h.fsync); err != nil {
 		return storeError(err)
 	}

@@ -20,7 +20,9 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/reflexupload/caddy-reflex-upload/internal/filecheck"
 	"github.com/reflexupload/caddy-reflex-upload/internal/formstream"
+	"github.com/reflexupload/caddy-reflex-upload/internal/names"
 )
 
 // Limits on the text fields of a standard upload.
@@ -28,6 +30,9 @@ const (
 	maxFieldBytes = 1 << 20 // one text field, as Reflex bounds __reflex_event_args
 	maxFields     = 1000    // text fields in one request
 )
+
+// reservedDir is the module's private folder inside the upload root.
+const reservedDir = names.Reserved
 
 // reflexArgsField is the text field in which Reflex's frontend sends the
 // arguments of the upload event handler.
@@ -377,11 +382,11 @@ func (u *upload) readError(err error, file string) error {
 // limits and the accepted types before the bytes are kept.
 func (u *upload) receiveFile(part *formstream.Part) error {
 	h := u.h
-	sent := sentFileName(part.Header.Get("Content-Disposition"))
+	sent := names.FromDisposition(part.Header.Get("Content-Disposition"))
 	if h.MaxFiles > 0 && len(u.files) >= h.MaxFiles {
 		return errTooManyFiles.with(nil, "a request may hold at most %d files", h.MaxFiles).withFile(sent)
 	}
-	name, err := sanitizeFilename(sent)
+	name, err := names.Sanitize(sent)
 	if err != nil {
 		return errInvalidFilename.with(err, "%v", err).withFile(sent)
 	}
@@ -410,7 +415,7 @@ func (u *upload) receiveFile(part *formstream.Part) error {
 		}
 	}()
 
-	check := h.newFileCheck(name, sent, part.Header.Get("Content-Type"))
+	check := h.check.New(name, part.Header.Get("Content-Type"))
 	for {
 		chunk, err := part.Chunk()
 		if err == io.EOF {
@@ -419,24 +424,40 @@ func (u *upload) receiveFile(part *formstream.Part) error {
 		if err != nil {
 			return u.readError(err, sent)
 		}
-		if err := check.add(chunk); err != nil {
-			return err
+		if err := check.Write(chunk); err != nil {
+			return checkError(err, sent)
 		}
 		if _, err := sink.Write(chunk); err != nil {
 			return storeError(err)
 		}
 	}
-	if err := check.end(); err != nil {
-		return err
+	if err := check.End(); err != nil {
+		return checkError(err, sent)
 	}
 	closed = true
 	if err := sink.close(h.fsync); err != nil {
 		return storeError(err)
 	}
-	rf.Size = check.size
-	rf.ContentType = check.contentType()
+	rf.Size = check.Size()
+	rf.ContentType = check.ContentType()
 	rf.SHA256 = sink.sum()
 	return nil
+}
+
+// checkError turns a file's refusal by its checks into the client's
+// answer, naming the file as sent.
+func checkError(err error, sent string) error {
+	var fe *filecheck.Error
+	if !errors.As(err, &fe) {
+		return err
+	}
+	switch fe.Kind {
+	case filecheck.ErrTooLarge:
+		return errFileTooLarge.with(nil, "%v", fe).withFile(sent)
+	case filecheck.ErrTooSmall:
+		return errFileTooSmall.with(nil, "%v", fe).withFile(sent)
+	}
+	return errInvalidType.with(fe.Unwrap(), "%v", fe).withFile(sent)
 }
 
 // commit moves every received file into place, all or none: the names are

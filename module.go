@@ -17,6 +17,8 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/fileserver"
 	"go.uber.org/zap"
+
+	"github.com/reflexupload/caddy-reflex-upload/internal/filecheck"
 )
 
 func init() {
@@ -167,7 +169,7 @@ type Handler struct {
 
 	failStatus []statusRange
 	root       *uploadRoot
-	accept     acceptRules
+	check      filecheck.Rules
 	fsync      bool
 	files      *fileserver.FileServer
 	fsName     string // the key of storedFS in the config's file systems
@@ -230,10 +232,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
 
-	var err error
-	if h.accept, err = parseAccept(h.Accept); err != nil {
+	accept, err := filecheck.ParseAccept(h.Accept)
+	if err != nil {
 		return fmt.Errorf("accept: %w", err)
 	}
+	h.check = filecheck.Rules{MaxSize: h.MaxSize, MinSize: h.MinSize, Accept: accept}
 	if h.failStatus, err = parseStatusRanges(h.ForwardFailStatus); err != nil {
 		return fmt.Errorf("forward_fail_status: %w", err)
 	}

@@ -17,6 +17,8 @@ import (
 	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 	"go.uber.org/zap"
+
+	"github.com/reflexupload/caddy-reflex-upload/internal/filecheck"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -190,7 +192,7 @@ func TestParseAccept(t *testing.T) {
 		{[]string{".p/ng"}, false},
 		{[]string{"image/png;;"}, false},
 	} {
-		_, err := parseAccept(tc.entries)
+		_, err := filecheck.ParseAccept(tc.entries)
 		if (err == nil) != tc.ok {
 			t.Errorf("parseAccept(%q) error = %v; want ok=%v", tc.entries, err, tc.ok)
 		}

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/reflexupload/caddy-reflex-upload/internal/filecheck"
 )
 
 // Upload states, as nginx-upload-progress names them.
@@ -360,7 +362,7 @@ func (h *Handler) progressOf(r *http.Request, reg *registry, key progressKey) pr
 func acceptsEventStream(r *http.Request) bool {
 	for _, v := range r.Header.Values("Accept") {
 		for t := range strings.SplitSeq(v, ",") {
-			if bareType(t) == "text/event-stream" {
+			if filecheck.BareType(t) == "text/event-stream" {
 				return true
 			}
 		}

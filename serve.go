@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/reflexupload/caddy-reflex-upload/internal/filecheck"
 )
 
 // serveFile serves a stored file through Caddy's file server (ranges, ETag,
@@ -46,7 +48,7 @@ func (w *attachmentWriter) WriteHeader(status int) {
 			// for an HTML file named "page"): the bytes are just bytes.
 			hdr.Set("Content-Type", "application/octet-stream")
 		}
-		if bareType(hdr.Get("Content-Type")) != "application/pdf" {
+		if filecheck.BareType(hdr.Get("Content-Type")) != "application/pdf" {
 			disp := mime.FormatMediaType("attachment", map[string]string{"filename": w.name})
 			if disp == "" {
 				disp = "attachment"

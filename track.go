@@ -7,7 +7,6 @@ import (
 	"mime"
 	"net/http"
 	"path"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/reflexupload/caddy-reflex-upload/internal/formstream"
+	"github.com/reflexupload/caddy-reflex-upload/internal/names"
 )
 
 // trackBufferSize is the multipart reader's large buffer when tracking:
@@ -367,19 +367,19 @@ func (t *trackReader) inspect(h *Handler, mr *formstream.Reader, f *feed) error 
 
 // inspectFile checks one file part as it goes by.
 func (t *trackReader) inspectFile(h *Handler, part *formstream.Part, f *feed) error {
-	sent := sentFileName(part.Header.Get("Content-Disposition"))
+	sent := names.FromDisposition(part.Header.Get("Content-Disposition"))
 	if h.MaxFiles > 0 && len(t.files) >= h.MaxFiles {
 		return errTooManyFiles.with(nil, "a request may hold at most %d files", h.MaxFiles).withFile(sent)
 	}
-	name, err := sanitizeFilename(sent)
-	if err == nil && hasDotDot(sent) {
+	name, err := names.Sanitize(sent)
+	if err == nil && names.HasDotDot(sent) {
 		// The app gets the name as sent: a ".." in it must not reach it.
 		err = errors.New(`file name holds a ".." segment`)
 	}
 	if err != nil {
 		return errInvalidFilename.with(err, "%v", err).withFile(sent)
 	}
-	check := h.newFileCheck(name, sent, part.Header.Get("Content-Type"))
+	check := h.check.New(name, part.Header.Get("Content-Type"))
 	for {
 		// ChunkNow, not Chunk: the inspector looks at every byte it has
 		// before it asks for more, which lets the reader pass them on.
@@ -390,16 +390,16 @@ func (t *trackReader) inspectFile(h *Handler, part *formstream.Part, f *feed) er
 		if err != nil {
 			return t.readError(err, f)
 		}
-		if err := check.add(chunk); err != nil {
-			return err
+		if err := check.Write(chunk); err != nil {
+			return checkError(err, sent)
 		}
 	}
-	if err := check.end(); err != nil {
-		return err
+	if err := check.End(); err != nil {
+		return checkError(err, sent)
 	}
 	// The app decides where the file goes: progress reports the name as sent.
 	t.files = append(t.files, storedFile{
-		Field: part.FormName(), Name: path.Base(name), Path: sent, Size: check.size, ContentType: check.contentType(),
+		Field: part.FormName(), Name: path.Base(name), Path: sent, Size: check.Size(), ContentType: check.ContentType(),
 	})
 	return nil
 }
@@ -417,15 +417,4 @@ func (t *trackReader) readError(err error, f *feed) error {
 		return errInvalidRequest.with(err, "the body ends before the closing multipart boundary")
 	}
 	return errInvalidRequest.with(err, "malformed multipart body: %v", err)
-}
-
-// hasDotDot reports whether a slash- or backslash-separated name has a ".."
-// segment.
-func hasDotDot(name string) bool {
-	for seg := range strings.FieldsFuncSeq(name, func(r rune) bool { return r == '/' || r == '\\' }) {
-		if seg == ".." {
-			return true
-		}
-	}
-	return false
 }

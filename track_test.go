@@ -7,6 +7,8 @@ import (
 	"io"
 	"mime"
 	"testing"
+
+	"github.com/reflexupload/caddy-reflex-upload/internal/filecheck"
 )
 
 // pacedBody gives a body n bytes per read, the last ones with io.EOF or
@@ -36,7 +38,7 @@ func (p *pacedBody) Read(b []byte) (int, error) {
 // comes out whole, nor its close delimiter.
 func TestTrackReader(t *testing.T) {
 	t.Parallel()
-	h := &Handler{MaxSize: 20000, MaxFiles: 3, accept: acceptRules{any: true}}
+	h := &Handler{MaxSize: 20000, MaxFiles: 3, check: filecheck.Rules{MaxSize: 20000}}
 	small := bytes.Repeat([]byte("s"), 100)
 	tests := []struct {
 		name  string

@@ -1,4 +1,8 @@
-package reflexupload
+// Package names holds the rules for the file names clients send: how a
+// multipart part's name is read (browsers' escapes, Reflex's quoting), how
+// it is sanitised into a relative path under the upload root, and the
+// stricter rule of track mode, where the app gets the name as sent.
+package names
 
 import (
 	"errors"
@@ -7,27 +11,27 @@ import (
 	"unicode/utf8"
 )
 
-// reservedDir is the module's private folder inside the upload root (temp
+// Reserved is the module's private folder inside the upload root (temp
 // files, tus state). No stored path may start with it and it is never served.
-const reservedDir = ".uploads"
+const Reserved = ".uploads"
 
 // Limits on a sanitised name, so that a hostile name fails as a client error
 // here rather than as an operating-system error later.
 const (
-	maxNameBytes    = 1024 // the whole relative path
-	maxSegmentBytes = 255  // one folder or file name (NAME_MAX on Linux)
+	MaxNameBytes    = 1024 // the whole relative path
+	MaxSegmentBytes = 255  // one folder or file name (NAME_MAX on Linux)
 )
 
 // Reasons a client-supplied file name is refused.
 var (
-	errNameEmpty    = errors.New("file name is empty after sanitising")
-	errNameControl  = errors.New("file name holds NUL or control characters")
-	errNameEncoding = errors.New("file name is not valid UTF-8")
-	errNameReserved = errors.New("file name starts with the reserved folder " + reservedDir)
-	errNameTooLong  = errors.New("file name is too long")
+	ErrEmpty    = errors.New("file name is empty after sanitising")
+	ErrControl  = errors.New("file name holds NUL or control characters")
+	ErrEncoding = errors.New("file name is not valid UTF-8")
+	ErrReserved = errors.New("file name starts with the reserved folder " + Reserved)
+	ErrTooLong  = errors.New("file name is too long")
 )
 
-// sanitizeFilename turns a client-supplied file name into a clean relative
+// Sanitize turns a client-supplied file name into a clean relative
 // slash-separated path under the upload root, or refuses it.
 //
 // It follows Reflex: a backslash is a separator; an absolute path or one with
@@ -37,13 +41,13 @@ var (
 // are refused, as are names that end up empty, start with the reserved
 // folder, or exceed the length limits. The result never starts with "/",
 // never holds a "." or ".." segment, and so never leaves the root.
-func sanitizeFilename(name string) (string, error) {
+func Sanitize(name string) (string, error) {
 	if !utf8.ValidString(name) {
-		return "", errNameEncoding
+		return "", ErrEncoding
 	}
 	for _, r := range name {
 		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
-			return "", errNameControl
+			return "", ErrControl
 		}
 	}
 	name = strings.ReplaceAll(name, `\`, "/")
@@ -64,19 +68,19 @@ func sanitizeFilename(name string) (string, error) {
 		kept = kept[len(kept)-1:]
 	}
 	if len(kept) == 0 {
-		return "", errNameEmpty
+		return "", ErrEmpty
 	}
-	if strings.EqualFold(kept[0], reservedDir) {
-		return "", errNameReserved
+	if strings.EqualFold(kept[0], Reserved) {
+		return "", ErrReserved
 	}
 	for _, seg := range kept {
-		if len(seg) > maxSegmentBytes {
-			return "", errNameTooLong
+		if len(seg) > MaxSegmentBytes {
+			return "", ErrTooLong
 		}
 	}
 	clean := strings.Join(kept, "/")
-	if len(clean) > maxNameBytes {
-		return "", errNameTooLong
+	if len(clean) > MaxNameBytes {
+		return "", ErrTooLong
 	}
 	return clean, nil
 }
@@ -86,7 +90,7 @@ func hasDriveLetter(s string) bool {
 	return len(s) >= 2 && s[1] == ':' && ('a' <= s[0]|0x20 && s[0]|0x20 <= 'z')
 }
 
-// sentFileName gives the file name of a multipart part as the sender meant
+// FromDisposition gives the file name of a multipart part as the sender meant
 // it, from the part's Content-Disposition header, or "" if it has none.
 //
 // Browsers put a file name between quotes as it is, with no backslash
@@ -96,8 +100,8 @@ func hasDriveLetter(s string) bool {
 // email.utils.unquote) keeps it and then treats it as a separator. So a
 // backslash inside quotes is an escape only before another backslash or a
 // double quote, as there; every other backslash is kept as a character. The
-// form encoding's own escapes are then undone (browserFileName).
-func sentFileName(disposition string) string {
+// form encoding's own escapes are then undone (UndoBrowserEscapes).
+func FromDisposition(disposition string) string {
 	if strings.Contains(disposition, `\`) {
 		disposition = keepBackslashes(disposition)
 	}
@@ -105,7 +109,7 @@ func sentFileName(disposition string) string {
 	if err != nil {
 		return ""
 	}
-	return browserFileName(params["filename"])
+	return UndoBrowserEscapes(params["filename"])
 }
 
 // keepBackslashes doubles every backslash inside a quoted string that does
@@ -134,13 +138,25 @@ func keepBackslashes(s string) string {
 	return b.String()
 }
 
-// browserFileName undoes the one escape browsers apply to the file name of
+// UndoBrowserEscapes undoes the one escape browsers apply to the file name of
 // a multipart part: the HTML standard's form encoding writes '"' as %22 (and
 // CR and LF as %0D and %0A, which the sanitiser refuses either way). A name
 // that really holds "%22" cannot be told apart, and comes out with '"'.
-func browserFileName(name string) string {
+func UndoBrowserEscapes(name string) string {
 	if !strings.Contains(name, "%") {
 		return name
 	}
 	return strings.NewReplacer("%22", `"`, "%0D", "\r", "%0A", "\n", "%0d", "\r", "%0a", "\n").Replace(name)
+}
+
+// HasDotDot reports whether a slash- or backslash-separated name has a ".."
+// segment. Track mode refuses such a name: the app gets the name as sent,
+// and a ".." in it must not reach it.
+func HasDotDot(name string) bool {
+	for seg := range strings.FieldsFuncSeq(name, func(r rune) bool { return r == '/' || r == '\\' }) {
+		if seg == ".." {
+			return true
+		}
+	}
+	return false
 }

@@ -1,4 +1,4 @@
-package reflexupload
+package names
 
 import (
 	"errors"
@@ -23,7 +23,7 @@ func TestSanitizeFilename(t *testing.T) {
 		{in: `c:relative.txt`, want: "relative.txt"},
 		{in: `\\server\share\f.txt`, want: "f.txt"},
 		{in: "/abs/path", want: "path"},
-		{in: "A:.", err: errNameEmpty},
+		{in: "A:.", err: ErrEmpty},
 		{in: "/dir/a.png", want: "a.png"},
 		{in: "./a.png", want: "a.png"},
 		{in: "dir/sub/a.png", want: "dir/sub/a.png"},
@@ -31,38 +31,38 @@ func TestSanitizeFilename(t *testing.T) {
 		{in: "dir/", want: "dir"},
 		{in: "...", want: "..."},
 		{in: "日本語/ファイル.txt", want: "日本語/ファイル.txt"},
-		{in: ".", err: errNameEmpty},
-		{in: "..", err: errNameEmpty},
-		{in: "/..", err: errNameEmpty},
-		{in: "../..", err: errNameEmpty},
-		{in: "", err: errNameEmpty},
-		{in: "/", err: errNameEmpty},
-		{in: `C:\`, err: errNameEmpty},
-		{in: "a\x00.png", err: errNameControl},
-		{in: "a\n.png", err: errNameControl},
-		{in: "C:\\Users\n\r.csv", err: errNameControl}, // real control characters this time
-		{in: "tab\there", err: errNameControl},
-		{in: "del\x7f", err: errNameControl},
-		{in: "c1\u0085", err: errNameControl},
-		{in: "bad\xffutf8", err: errNameEncoding},
-		{in: ".uploads/x", err: errNameReserved},
-		{in: ".UPLOADS/x", err: errNameReserved},
-		{in: "../.uploads/tmp-1", err: errNameReserved},
-		{in: ".uploads", err: errNameReserved},
+		{in: ".", err: ErrEmpty},
+		{in: "..", err: ErrEmpty},
+		{in: "/..", err: ErrEmpty},
+		{in: "../..", err: ErrEmpty},
+		{in: "", err: ErrEmpty},
+		{in: "/", err: ErrEmpty},
+		{in: `C:\`, err: ErrEmpty},
+		{in: "a\x00.png", err: ErrControl},
+		{in: "a\n.png", err: ErrControl},
+		{in: "C:\\Users\n\r.csv", err: ErrControl}, // real control characters this time
+		{in: "tab\there", err: ErrControl},
+		{in: "del\x7f", err: ErrControl},
+		{in: "c1\u0085", err: ErrControl},
+		{in: "bad\xffutf8", err: ErrEncoding},
+		{in: ".uploads/x", err: ErrReserved},
+		{in: ".UPLOADS/x", err: ErrReserved},
+		{in: "../.uploads/tmp-1", err: ErrReserved},
+		{in: ".uploads", err: ErrReserved},
 		{in: "x/.uploads/y", want: "x/.uploads/y"}, // only the root's own private folder is reserved
-		{in: strings.Repeat("a", 256), err: errNameTooLong},
-		{in: strings.Repeat("a/", 600) + "b", err: errNameTooLong},
+		{in: strings.Repeat("a", 256), err: ErrTooLong},
+		{in: strings.Repeat("a/", 600) + "b", err: ErrTooLong},
 	} {
 		t.Run(tc.in, func(t *testing.T) {
-			got, err := sanitizeFilename(tc.in)
+			got, err := Sanitize(tc.in)
 			if tc.err != nil {
 				if !errors.Is(err, tc.err) || got != "" {
-					t.Fatalf("sanitizeFilename(%q) = %q, %v; want refusal %v", tc.in, got, err, tc.err)
+					t.Fatalf("Sanitize(%q) = %q, %v; want refusal %v", tc.in, got, err, tc.err)
 				}
 				return
 			}
 			if err != nil || got != tc.want {
-				t.Fatalf("sanitizeFilename(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+				t.Fatalf("Sanitize(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
 			}
 		})
 	}
@@ -80,7 +80,7 @@ func FuzzSanitizeFilename(f *testing.F) {
 	}
 	root := filepath.FromSlash("/srv/uploads")
 	f.Fuzz(func(t *testing.T, in string) {
-		got, err := sanitizeFilename(in)
+		got, err := Sanitize(in)
 		if err != nil {
 			if got != "" {
 				t.Fatalf("refused %q but returned %q", in, got)
@@ -88,22 +88,22 @@ func FuzzSanitizeFilename(f *testing.F) {
 			return
 		}
 		if got == "" || path.IsAbs(got) || path.Clean(got) != got || strings.Contains(got, `\`) {
-			t.Fatalf("sanitizeFilename(%q) = %q: not a clean relative path", in, got)
+			t.Fatalf("Sanitize(%q) = %q: not a clean relative path", in, got)
 		}
 		for seg := range strings.SplitSeq(got, "/") {
 			if seg == "" || seg == "." || seg == ".." {
-				t.Fatalf("sanitizeFilename(%q) = %q: bad segment %q", in, got, seg)
+				t.Fatalf("Sanitize(%q) = %q: bad segment %q", in, got, seg)
 			}
 		}
-		if first, _, _ := strings.Cut(got, "/"); strings.EqualFold(first, reservedDir) {
-			t.Fatalf("sanitizeFilename(%q) = %q: in the private folder", in, got)
+		if first, _, _ := strings.Cut(got, "/"); strings.EqualFold(first, Reserved) {
+			t.Fatalf("Sanitize(%q) = %q: in the private folder", in, got)
 		}
 		if joined := filepath.Join(root, got); !strings.HasPrefix(joined, root+string(filepath.Separator)) {
-			t.Fatalf("sanitizeFilename(%q) = %q: %q leaves the root", in, got, joined)
+			t.Fatalf("Sanitize(%q) = %q: %q leaves the root", in, got, joined)
 		}
 		for _, r := range got {
 			if r < 0x20 || r == 0x7f {
-				t.Fatalf("sanitizeFilename(%q) = %q: control character", in, got)
+				t.Fatalf("Sanitize(%q) = %q: control character", in, got)
 			}
 		}
 	})
@@ -117,8 +117,8 @@ func TestBrowserFileName(t *testing.T) {
 		"plain.txt":        "plain.txt",
 		"%2e%2e/x":         "%2e%2e/x", // only the form encoding's own escapes are undone
 	} {
-		if got := browserFileName(in); got != want {
-			t.Errorf("browserFileName(%q) = %q; want %q", in, got, want)
+		if got := UndoBrowserEscapes(in); got != want {
+			t.Errorf("UndoBrowserEscapes(%q) = %q; want %q", in, got, want)
 		}
 	}
 }
@@ -139,13 +139,32 @@ func TestSentFileName(t *testing.T) {
 		{`form-data; name="files"`, "", ""},
 		{`form-data; name="files"; filename="unterminated`, "", ""},
 	} {
-		got := sentFileName(tc.disposition)
+		got := FromDisposition(tc.disposition)
 		if got != tc.name {
-			t.Errorf("sentFileName(%s) = %q; want %q", tc.disposition, got, tc.name)
+			t.Errorf("FromDisposition(%s) = %q; want %q", tc.disposition, got, tc.name)
 			continue
 		}
-		if stored, _ := sanitizeFilename(got); stored != tc.stored {
+		if stored, _ := Sanitize(got); stored != tc.stored {
 			t.Errorf("%q is stored as %q; want %q", got, stored, tc.stored)
+		}
+	}
+}
+
+func TestHasDotDot(t *testing.T) {
+	for in, want := range map[string]bool{
+		"a/../b":     true,
+		`a\..\b`:     true,
+		"..":         true,
+		"../x":       true,
+		"a/..b/c":    false,
+		"...":        false,
+		"a/b.png":    false,
+		"..a/b..":    false,
+		`dir\..`:     true,
+		"/abs/../x/": true,
+	} {
+		if got := HasDotDot(in); got != want {
+			t.Errorf("HasDotDot(%q) = %v; want %v", in, got, want)
 		}
 	}
 }

@@ -1,7 +1,8 @@
-package reflexupload
+package filecheck
 
 import (
 	"bytes"
+	"encoding/hex"
 	"testing"
 
 	"github.com/gabriel-vasile/mimetype"
@@ -57,7 +58,7 @@ func TestTypeChecks(t *testing.T) {
 		{"no rules", nil, "evil.html", "text/html", html, true},
 	} {
 		t.Run(tc.sentence, func(t *testing.T) {
-			rules, err := parseAccept(tc.accept)
+			rules, err := ParseAccept(tc.accept)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -67,4 +68,11 @@ func TestTypeChecks(t *testing.T) {
 			}
 		})
 	}
+}
+
+// pngBytes is a 1x1 PNG image.
+func pngBytes() []byte {
+	b, _ := hex.DecodeString("89504e470d0a1a0a0000000d4948445200000001000000010806000000" +
+		"1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082")
+	return b
 }

@@ -1,4 +1,4 @@
-package reflexupload
+package filecheck
 
 import (
 	"fmt"
@@ -9,25 +9,29 @@ import (
 	"github.com/gabriel-vasile/mimetype"
 )
 
-// sniffLen is how many leading bytes of a file are looked at to tell its
+// SniffLen is how many leading bytes of a file are looked at to tell its
 // type from its content (mimetype's default read limit).
-const sniffLen = 3072
+const SniffLen = 3072
 
-// acceptRules is the parsed accept option: the file types a site takes.
-type acceptRules struct {
-	any   bool            // no rules, or a "*/*" rule: every type is accepted
+// Accept is the parsed accept option: the file types a site takes. Its
+// zero value, like ParseAccept(nil), accepts every type.
+type Accept struct {
+	some  bool            // rules that are not a "*/*": not every type is accepted
 	exts  map[string]bool // ".pdf"
 	types map[string]bool // "image/png", "image/*", and the types of the exts
 }
 
-// parseAccept parses react-dropzone-style accept entries.
-func parseAccept(entries []string) (acceptRules, error) {
-	a := acceptRules{any: len(entries) == 0, exts: map[string]bool{}, types: map[string]bool{}}
+// ParseAccept parses react-dropzone-style accept entries: MIME types
+// ("image/png"), wildcards ("image/*") and extensions (".pdf"). No entry
+// means any type.
+func ParseAccept(entries []string) (Accept, error) {
+	a := Accept{some: len(entries) > 0, exts: map[string]bool{}, types: map[string]bool{}}
+	all := false
 	for _, e := range entries {
 		e = strings.ToLower(strings.TrimSpace(e))
 		switch {
 		case e == "*" || e == "*/*":
-			a.any = true
+			all = true
 		case strings.HasPrefix(e, ".") && len(e) > 1 && !strings.ContainsAny(e, "/*"):
 			a.exts[e] = true
 			if t := typeByExt(e); t != "" {
@@ -43,16 +47,17 @@ func parseAccept(entries []string) (acceptRules, error) {
 			return a, fmt.Errorf("%q is not a MIME type (type/subtype, type/*) or an extension (.ext)", e)
 		}
 	}
+	a.some = a.some && !all
 	return a, nil
 }
 
 // typeByExt gives the MIME type of an extension, without parameters.
 func typeByExt(ext string) string {
-	return bareType(mime.TypeByExtension(ext))
+	return BareType(mime.TypeByExtension(ext))
 }
 
-// bareType lowercases a media type and drops its parameters.
-func bareType(t string) string {
+// BareType lowercases a media type and drops its parameters.
+func BareType(t string) string {
 	if i := strings.IndexByte(t, ';'); i >= 0 {
 		t = t[:i]
 	}
@@ -60,7 +65,7 @@ func bareType(t string) string {
 }
 
 // matchType reports whether a bare media type is accepted.
-func (a acceptRules) matchType(t string) bool {
+func (a Accept) matchType(t string) bool {
 	if t == "" {
 		return false
 	}
@@ -75,8 +80,8 @@ func (a acceptRules) matchType(t string) bool {
 
 // matchSniffed reports whether a sniffed type, or one of its aliases, is
 // accepted.
-func (a acceptRules) matchSniffed(m *mimetype.MIME) bool {
-	if a.matchType(bareType(m.String())) {
+func (a Accept) matchSniffed(m *mimetype.MIME) bool {
+	if a.matchType(BareType(m.String())) {
 		return true
 	}
 	for t := range a.types {
@@ -93,12 +98,12 @@ func isGeneric(t string) bool {
 }
 
 // check tells whether a file is accepted, judged on its name, the type the
-// client declared and the type its first bytes show (head, at most sniffLen
+// client declared and the type its first bytes show (head, at most SniffLen
 // bytes). All three must agree with the rules; a content type that the
 // sniffer cannot name (plain text, unknown binary) defers to the name when
 // the name's type is one the sniffer could not recognise either.
-func (a acceptRules) check(name, declared string, sniffed *mimetype.MIME) error {
-	if a.any {
+func (a Accept) check(name, declared string, sniffed *mimetype.MIME) error {
+	if !a.some {
 		return nil
 	}
 	extType, err := a.checkNameType(name, declared, sniffed)
@@ -111,7 +116,7 @@ func (a acceptRules) check(name, declared string, sniffed *mimetype.MIME) error 
 	if isGeneric(extType) && a.exts[strings.ToLower(path.Ext(name))] {
 		return nil // an accepted extension that names no type (.bin): any content is that
 	}
-	switch bareType(sniffed.String()) {
+	switch BareType(sniffed.String()) {
 	case "application/octet-stream":
 		if extType == "" || mimetype.Lookup(extType) == nil {
 			return nil
@@ -121,13 +126,13 @@ func (a acceptRules) check(name, declared string, sniffed *mimetype.MIME) error 
 			return nil
 		}
 	}
-	return fmt.Errorf("the content's type %q is not accepted", bareType(sniffed.String()))
+	return fmt.Errorf("the content's type %q is not accepted", BareType(sniffed.String()))
 }
 
 // checkName is the part of check that needs no content: the name and the
 // declared type. A resumable upload is checked on it at creation.
-func (a acceptRules) checkName(name, declared string) error {
-	if a.any {
+func (a Accept) checkName(name, declared string) error {
+	if !a.some {
 		return nil
 	}
 	_, err := a.checkNameType(name, declared, nil)
@@ -137,16 +142,16 @@ func (a acceptRules) checkName(name, declared string) error {
 // checkNameType checks the name and the declared type, and returns the type
 // the name's extension gives (with sniffed, when known, naming extensions
 // that the mime table lacks).
-func (a acceptRules) checkNameType(name, declared string, sniffed *mimetype.MIME) (string, error) {
+func (a Accept) checkNameType(name, declared string, sniffed *mimetype.MIME) (string, error) {
 	ext := strings.ToLower(path.Ext(name))
 	extType := typeByExt(ext)
 	if extType == "" && ext != "" && sniffed != nil && sniffed.Extension() == ext {
-		extType = bareType(sniffed.String()) // e.g. .heic, unknown to the mime table
+		extType = BareType(sniffed.String()) // e.g. .heic, unknown to the mime table
 	}
 	if !a.exts[ext] && !a.matchType(extType) && (sniffed != nil || extType != "" || ext == "") {
 		return "", fmt.Errorf("the name's type %q is not accepted", orUnknown(ext))
 	}
-	if declared = bareType(declared); !isGeneric(declared) && !a.matchType(declared) {
+	if declared = BareType(declared); !isGeneric(declared) && !a.matchType(declared) {
 		return "", fmt.Errorf("the declared type %q is not accepted", declared)
 	}
 	return extType, nil
