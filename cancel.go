@@ -138,7 +138,7 @@ func (h *Handler) watchShutdown(r *http.Request) {
 	srv.RegisterOnShutdown(func() {
 		root.servers.Delete(srv) // this server is done with
 		if caddy.Exiting() {
-			root.stopWriters(errShuttingDown)
+			root.writing.stopAll(errShuttingDown)
 		}
 	})
 }

@@ -15,7 +15,6 @@ import (
 	"net/url"
 	"os"
 	"path"
-	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -344,7 +343,10 @@ func (h *Handler) serveTusHead(w http.ResponseWriter, r *http.Request, id string
 	// A client asks for the offset to resume from: a PATCH still in flight
 	// (typically one whose connection died without the server noticing) is
 	// stopped, so the offset given counts every byte it received.
-	_, _, done := h.becomeWriter(w, r, id, errInterrupted, 0)
+	_, _, done, err := h.becomeWriter(w, r, id, errInterrupted, 0)
+	if err != nil {
+		return h.refuse(w, err)
+	}
 	defer done()
 	info, err := h.loadOwned(r, id)
 	if err != nil {
@@ -396,7 +398,10 @@ func (h *Handler) serveTusPatch(w http.ResponseWriter, r *http.Request, next cad
 // writer, and completes the upload when its last byte arrives. It answers
 // with status on success.
 func (h *Handler) tusWrite(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, id string, offset int64, status int) error {
-	ctx, ctl, done := h.becomeWriter(w, r, id, errInterrupted, time.Duration(h.IdleTimeout))
+	ctx, ctl, done, err := h.becomeWriter(w, r, id, errInterrupted, time.Duration(h.IdleTimeout))
+	if err != nil {
+		return h.refuse(w, err)
+	}
 	defer done()
 
 	// Read the state again: the request that had the upload may have moved it.
@@ -476,24 +481,6 @@ func (h *Handler) tusWrite(w http.ResponseWriter, r *http.Request, next caddyhtt
 		}
 	}
 	return h.tusAnswer(w, info, status)
-}
-
-// becomeWriter makes the request the one writer of upload id, stopping the
-// request that writes now with cause. It returns the request's context and
-// read control, and the function that ends its turn.
-func (h *Handler) becomeWriter(w http.ResponseWriter, r *http.Request, id string, cause error, idle time.Duration) (context.Context, *readControl, func()) {
-	h.watchShutdown(r)
-	ctx, cancel, ctl, release := cancellable(w, r, idle)
-	writer := h.root.acquireWriter(id)
-	writer.takeOver(cause, cancel)
-	if h.root.shuttingDown.Load() {
-		cancel(errShuttingDown) // came in after the stop began
-	}
-	return ctx, ctl, func() {
-		writer.letGo()
-		h.root.releaseWriter(id, writer)
-		release()
-	}
 }
 
 // tusAnswer answers a successful creation or PATCH.
@@ -821,7 +808,10 @@ func (h *Handler) serveTusDelete(w http.ResponseWriter, r *http.Request, id stri
 	if _, err := h.loadOwned(r, id); err != nil {
 		return h.refuse(w, tusLoadError(err))
 	}
-	_, _, done := h.becomeWriter(w, r, id, errCancelled, 0)
+	_, _, done, err := h.becomeWriter(w, r, id, errCancelled, 0)
+	if err != nil {
+		return h.refuse(w, err)
+	}
 	defer done()
 	info, err := h.loadOwned(r, id)
 	if err != nil {
@@ -855,7 +845,11 @@ func (h *Handler) serveTusConcat(w http.ResponseWriter, r *http.Request, next ca
 	if _, err := h.loadParts(r, urls, ids); err != nil {
 		return h.refuse(w, err)
 	}
-	defer h.holdUploads(ids)()
+	letGo, err := h.holdUploads(r, ids)
+	if err != nil {
+		return h.refuse(w, err)
+	}
+	defer letGo()
 	parts, err := h.loadParts(r, urls, ids)
 	if err != nil {
 		return h.refuse(w, err)
@@ -920,26 +914,6 @@ func (h *Handler) loadParts(r *http.Request, urls, ids []string) ([]*tusInfo, er
 		parts[i] = p
 	}
 	return parts, nil
-}
-
-// holdUploads makes the request the writer of the uploads ids without
-// stopping the requests that use them now (it waits for them), in sorted
-// order so that two final uploads over some of the same partial uploads
-// cannot wait for each other in a circle. It returns the function that
-// lets them go.
-func (h *Handler) holdUploads(ids []string) func() {
-	ids = slices.Compact(slices.Sorted(slices.Values(ids)))
-	writers := make([]*tusWriter, len(ids))
-	for i, id := range ids {
-		writers[i] = h.root.acquireWriter(id)
-		writers[i].hold()
-	}
-	return func() {
-		for i, w := range writers {
-			w.letGo()
-			h.root.releaseWriter(ids[i], w)
-		}
-	}
 }
 
 // concatParts writes the partial uploads' data into f, hashing and checking

@@ -10,12 +10,13 @@ import (
 	"path"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
+
+	"github.com/reflexupload/caddy-reflex-upload/internal/lock"
 )
 
 // roots holds the open upload roots, shared by the handlers of every loaded
@@ -37,10 +38,9 @@ type uploadRoot struct {
 	root     *os.Root
 	progress *registry // the uploads in flight and recently finished
 
-	tusMu        sync.Mutex
-	writers      map[string]*tusWriter // resumable uploads with a request using them
-	shuttingDown atomic.Bool           // the process exits: no tus request may write (stopWriters)
-	servers      sync.Map              // *http.Server values that stop the tus writers on exit (watchShutdown)
+	locks   lock.Locker // the one-writer lock of each resumable upload
+	writing tusRequests // this process's tus requests that use an upload
+	servers sync.Map    // *http.Server values that stop the tus writers on exit (watchShutdown)
 
 	heldMu sync.Mutex
 	held   map[string]*batch // completed resumable uploads the app has yet to accept
@@ -78,7 +78,7 @@ func openUploadRoot(dir string, logger *zap.Logger) (*uploadRoot, error) {
 		if err != nil {
 			return nil, fmt.Errorf("opening root: %w", err)
 		}
-		u := &uploadRoot{dir: abs, root: r, progress: newRegistry(), writers: map[string]*tusWriter{}, held: map[string]*batch{}}
+		u := &uploadRoot{dir: abs, root: r, progress: newRegistry(), locks: new(lock.Memory), held: map[string]*batch{}}
 		u.removeStaleTemps(logger)
 		return u, nil
 	})

@@ -1,7 +1,6 @@
 package reflexupload
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding"
 	"encoding/hex"
@@ -13,7 +12,6 @@ import (
 	"os"
 	"path"
 	"strings"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -140,91 +138,6 @@ func saveHash(info *tusInfo, h hash.Hash) error {
 	return err
 }
 
-// tusWriter is the one writer of a resumable upload. A request that wants to
-// write (PATCH, DELETE) takes it over: the request holding it is stopped
-// with errInterrupted (its body read ends at once), keeps what it received,
-// and hands over. A final upload reading its partial ones holds them
-// instead: it cannot be stopped, and the next request waits for it.
-type tusWriter struct {
-	mu   sync.Mutex // held by the request that writes
-	cmu  sync.Mutex // guards stop
-	stop context.CancelCauseFunc
-	refs int // guarded by uploadRoot.tusMu
-}
-
-// acquireWriter returns the writer of upload id, counted as in use until
-// releaseWriter.
-func (u *uploadRoot) acquireWriter(id string) *tusWriter {
-	u.tusMu.Lock()
-	defer u.tusMu.Unlock()
-	w := u.writers[id]
-	if w == nil {
-		w = &tusWriter{}
-		u.writers[id] = w
-	}
-	w.refs++
-	return w
-}
-
-func (u *uploadRoot) releaseWriter(id string, w *tusWriter) {
-	u.tusMu.Lock()
-	defer u.tusMu.Unlock()
-	if w.refs--; w.refs == 0 {
-		delete(u.writers, id)
-	}
-}
-
-// busy reports whether a request is using upload id.
-func (u *uploadRoot) busy(id string) bool {
-	u.tusMu.Lock()
-	defer u.tusMu.Unlock()
-	return u.writers[id] != nil
-}
-
-// takeOver stops the request writing now, with cause, waits until it has
-// let go, and makes the caller the writer; cancel stops the caller in turn.
-func (w *tusWriter) takeOver(cause error, cancel context.CancelCauseFunc) {
-	w.cmu.Lock()
-	if w.stop != nil {
-		w.stop(cause)
-	}
-	w.cmu.Unlock()
-	w.mu.Lock()
-	w.cmu.Lock()
-	w.stop = cancel
-	w.cmu.Unlock()
-}
-
-// hold makes the caller the writer once the request writing now has let go,
-// without stopping it; nobody can stop the caller, only wait for it.
-func (w *tusWriter) hold() {
-	w.mu.Lock()
-}
-
-// stopWriters stops, with cause, every request writing to an upload now
-// and every one that becomes a writer from now on (becomeWriter looks at
-// shuttingDown): the process is exiting.
-func (u *uploadRoot) stopWriters(cause error) {
-	u.shuttingDown.Store(true)
-	u.tusMu.Lock()
-	defer u.tusMu.Unlock()
-	for _, w := range u.writers {
-		w.cmu.Lock()
-		if w.stop != nil {
-			w.stop(cause)
-		}
-		w.cmu.Unlock()
-	}
-}
-
-// letGo ends the caller's turn as the writer.
-func (w *tusWriter) letGo() {
-	w.cmu.Lock()
-	w.stop = nil
-	w.cmu.Unlock()
-	w.mu.Unlock()
-}
-
 // sweepTus removes the resumable uploads expired at now, except those a
 // request is using, and the state files nobody can use (no data, broken).
 func (h *Handler) sweepTus(now time.Time) int {
@@ -235,7 +148,7 @@ func (h *Handler) sweepTus(now time.Time) int {
 	removed := 0
 	for _, e := range entries {
 		id, ok := strings.CutSuffix(e.Name(), ".json")
-		if !ok || !validTusID(id) || h.root.busy(id) {
+		if !ok || !validTusID(id) || h.root.writing.busy(id) {
 			continue
 		}
 		info, err := h.root.loadTus(id)

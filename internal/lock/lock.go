@@ -31,6 +31,12 @@ type Locker interface {
 	// it should stop writing, keep what it received and Unlock soon.
 	// release must not block.
 	Lock(ctx context.Context, id string, release func()) (Lock, error)
+	// Hold takes the lock of upload id as Lock does, but without asking
+	// the holder to let go: it waits until the holder unlocks (or ctx
+	// ends). Nobody can ask the holding it returns to let go either: the
+	// others wait for its Unlock. A tus final upload holds its partial
+	// uploads so while it reads them.
+	Hold(ctx context.Context, id string) (Lock, error)
 }
 
 // A Lock is one holding of an upload's lock.

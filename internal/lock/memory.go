@@ -31,6 +31,16 @@ type memLock struct {
 
 // Lock implements Locker.
 func (m *Memory) Lock(ctx context.Context, id string, release func()) (Lock, error) {
+	return m.lock(ctx, id, release, true)
+}
+
+// Hold implements Locker.
+func (m *Memory) Hold(ctx context.Context, id string) (Lock, error) {
+	return m.lock(ctx, id, nil, false)
+}
+
+// lock takes the lock of id, asking the holder to let go when ask is set.
+func (m *Memory) lock(ctx context.Context, id string, release func(), ask bool) (Lock, error) {
 	m.mu.Lock()
 	if m.entries == nil {
 		m.entries = map[string]*memEntry{}
@@ -44,7 +54,7 @@ func (m *Memory) Lock(ctx context.Context, id string, release func()) (Lock, err
 	for e.holder != nil {
 		holderRelease, freed := e.holder.release, e.freed
 		m.mu.Unlock()
-		if holderRelease != nil {
+		if ask && holderRelease != nil {
 			holderRelease()
 		}
 		select {

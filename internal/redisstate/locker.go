@@ -188,6 +188,16 @@ func (l *Locker) removeWaiter(id string, c chan struct{}) {
 
 // Lock implements lock.Locker.
 func (l *Locker) Lock(ctx context.Context, id string, release func()) (lock.Lock, error) {
+	return l.lock(ctx, id, release, true)
+}
+
+// Hold implements lock.Locker.
+func (l *Locker) Hold(ctx context.Context, id string) (lock.Lock, error) {
+	return l.lock(ctx, id, nil, false)
+}
+
+// lock takes the lock of id, asking the holder to let go when ask is set.
+func (l *Locker) lock(ctx context.Context, id string, release func(), ask bool) (lock.Lock, error) {
 	freed := make(chan struct{}, 1)
 	l.addWaiter(id, freed) // before the first try, so no freed message is missed
 	defer l.removeWaiter(id, freed)
@@ -205,7 +215,7 @@ func (l *Locker) Lock(ctx context.Context, id string, release func()) (lock.Lock
 		if token > 0 {
 			return l.hold(id, uint64(token), release), nil
 		}
-		if time.Since(lastAsk) >= l.lease/2 {
+		if ask && time.Since(lastAsk) >= l.lease/2 {
 			lastAsk = time.Now()
 			pipe := l.client.Pipeline()
 			pipe.Set(ctx, flagKey, "1", l.lease)

@@ -70,6 +70,49 @@ func Run(t *testing.T, newLocker func(t *testing.T) lock.Locker) {
 		mustUnlock(t, next)
 	})
 
+	t.Run("hold waits without asking the holder", func(t *testing.T) {
+		first, second := newLocker(t), newLocker(t)
+		held := mustLock(t, first, "u", func() { t.Error("the holder was asked to release by Hold") })
+		got := make(chan lock.Lock, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), wait)
+			defer cancel()
+			h, err := second.Hold(ctx, "u")
+			if err != nil {
+				t.Errorf("Hold: %v", err)
+			}
+			got <- h
+		}()
+		select {
+		case <-got:
+			t.Fatal("Hold returned while the lock was held")
+		case <-time.After(300 * time.Millisecond):
+		}
+		mustUnlock(t, held)
+		var h lock.Lock
+		select {
+		case h = <-got:
+		case <-time.After(wait):
+			t.Fatal("Hold did not return once the lock was freed")
+		}
+		if h == nil {
+			return
+		}
+		if h.Token() <= held.Token() {
+			t.Errorf("token %d after %d: fencing tokens must grow", h.Token(), held.Token())
+		}
+		// A Lock waits for the holding, which cannot be asked to let go.
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		if l, err := first.Lock(ctx, "u", nil); !errors.Is(err, context.DeadlineExceeded) {
+			if l != nil {
+				l.Unlock(context.Background())
+			}
+			t.Fatalf("Lock of a held upload: %v, want DeadlineExceeded", err)
+		}
+		mustUnlock(t, h)
+	})
+
 	t.Run("waiting ends with the context", func(t *testing.T) {
 		l := newLocker(t)
 		held := mustLock(t, l, "u", func() {}) // asked, never lets go
