@@ -2,10 +2,6 @@ package reflexupload
 
 import (
 	"context"
-	"crypto/md5"
-	"crypto/sha1"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"hash"
@@ -25,6 +21,7 @@ import (
 	"github.com/reflexupload/caddy-reflex-upload/internal/bufpool"
 	"github.com/reflexupload/caddy-reflex-upload/internal/filecheck"
 	"github.com/reflexupload/caddy-reflex-upload/internal/names"
+	"github.com/reflexupload/caddy-reflex-upload/internal/tus"
 )
 
 // Resumable uploads speak tus 1.0.0 (https://tus.io/protocols/resumable-upload)
@@ -32,20 +29,15 @@ import (
 // creation-defer-length, termination, expiration, checksum and
 // concatenation.
 const (
-	tusVersion     = "1.0.0"
+	tusVersion     = tus.Version
 	tusExtensions  = "creation,creation-with-upload,creation-defer-length,termination,expiration,checksum,concatenation"
-	tusChecksums   = "sha1,sha256,md5"
-	tusContentType = "application/offset+octet-stream"
+	tusContentType = tus.ContentType
 )
 
 // tusCheckpoint is how many bytes a PATCH writes between two saves of the
 // upload's state, so that a crash or a cut connection loses at most this
 // much of a long PATCH.
 const tusCheckpoint = 16 << 20
-
-// maxTusMetadata bounds the Upload-Metadata header: it is kept in the
-// upload's state, which is written again at every save.
-const maxTusMetadata = 64 << 10
 
 // Errors of the tus protocol. The requests the server cuts short (a newer
 // request took over, the body stalled past idle_timeout or failed, the
@@ -64,22 +56,13 @@ var (
 	errTusLengthUnknown = &uploadError{Status: http.StatusBadRequest, Code: "invalid-request", Detail: "Upload-Length or Upload-Defer-Length: 1 is required"}
 )
 
-// validTusID reports whether id has the form of the ids the server makes.
-func validTusID(id string) bool {
-	if len(id) != 32 {
-		return false
-	}
-	_, err := hex.DecodeString(id)
-	return err == nil
-}
-
 // serveTusOptions answers OPTIONS {prefix}/.uploads: tus discovery.
 func (h *Handler) serveTusOptions(w http.ResponseWriter) error {
 	hdr := w.Header()
 	hdr.Set("Tus-Resumable", tusVersion)
 	hdr.Set("Tus-Version", tusVersion)
 	hdr.Set("Tus-Extension", tusExtensions)
-	hdr.Set("Tus-Checksum-Algorithm", tusChecksums)
+	hdr.Set("Tus-Checksum-Algorithm", tus.Checksums)
 	if h.MaxSize > 0 {
 		hdr.Set("Tus-Max-Size", strconv.FormatInt(h.MaxSize, 10))
 	}
@@ -104,75 +87,23 @@ func (h *Handler) tusURL(id string) string {
 }
 
 // setTusExpires sets Upload-Expires.
-func setTusExpires(w http.ResponseWriter, info *tusInfo) {
+func setTusExpires(w http.ResponseWriter, info *tus.Info) {
 	if !info.Done {
 		w.Header().Set("Upload-Expires", info.Expires.UTC().Format(http.TimeFormat))
 	}
 }
 
-// parseTusMetadata parses Upload-Metadata: "key base64,key base64,key".
-func parseTusMetadata(raw string) (map[string]string, error) {
-	md := map[string]string{}
-	if strings.TrimSpace(raw) == "" {
-		return md, nil
-	}
-	for pair := range strings.SplitSeq(raw, ",") {
-		key, val, _ := strings.Cut(strings.TrimSpace(pair), " ")
-		if key == "" || strings.ContainsAny(key, " \t") {
-			return nil, errors.New("Upload-Metadata has an empty or malformed key")
-		}
-		if _, dup := md[key]; dup {
-			return nil, errors.New("Upload-Metadata repeats the key " + strconv.Quote(key))
-		}
-		dec, err := base64.StdEncoding.DecodeString(strings.TrimSpace(val))
-		if err != nil {
-			return nil, errors.New("Upload-Metadata value of " + strconv.Quote(key) + " is not base64")
-		}
-		md[key] = string(dec)
-	}
-	return md, nil
-}
-
-// tusName picks the file name from metadata: Uppy's relativePath (when it
-// holds a folder path), then filename, then Uppy's name.
-func tusName(md map[string]string) string {
-	for _, k := range []string{"relativePath", "filename", "name"} {
-		if v := md[k]; v != "" && v != "null" {
-			return v
-		}
-	}
-	return ""
-}
-
-// tusDeclared is the declared type from metadata.
-func tusDeclared(md map[string]string) string {
-	if t := md["filetype"]; t != "" {
-		return t
-	}
-	return md["type"]
-}
-
-// parseTusSize parses a size header (Upload-Length, Upload-Offset): ASCII
-// digits only, no sign, no spaces.
-func parseTusSize(v string) (int64, bool) {
-	if v == "" || strings.TrimLeft(v, "0123456789") != "" {
-		return 0, false
-	}
-	n, err := strconv.ParseInt(v, 10, 64)
-	return n, err == nil
-}
-
 // loadOwned loads upload id for a request: fs.ErrNotExist when there is
 // none or it belongs to another owner.
-func (h *Handler) loadOwned(r *http.Request, id string) (*tusInfo, error) {
-	if !validTusID(id) {
+func (h *Handler) loadOwned(r *http.Request, id string) (*tus.Info, error) {
+	if !tus.ValidID(id) {
 		return nil, fs.ErrNotExist
 	}
 	info, err := h.root.loadTus(id)
 	if err != nil {
 		return nil, err
 	}
-	if info.OwnerHash != ownerHash(h.ownerOf(r)) {
+	if info.OwnerHash != tus.OwnerHash(h.ownerOf(r)) {
 		return nil, fs.ErrNotExist
 	}
 	return info, nil
@@ -187,7 +118,7 @@ func tusLoadError(err error) error {
 }
 
 // expired reports whether an unfinished upload is past its expiry.
-func (h *Handler) expired(info *tusInfo) bool {
+func (h *Handler) expired(info *tus.Info) bool {
 	return !info.Done && h.root.progress.clock().After(info.Expires)
 }
 
@@ -198,38 +129,37 @@ func (h *Handler) serveTusCreate(w http.ResponseWriter, r *http.Request, next ca
 	if err := tusPreamble(w, r); err != nil {
 		return h.refuse(w, err)
 	}
-	if len(r.Header.Get("Upload-Metadata")) > maxTusMetadata {
+	if len(r.Header.Get("Upload-Metadata")) > tus.MaxMetadata {
 		return h.refuse(w, errTusMetadataSize)
 	}
-	md, err := parseTusMetadata(r.Header.Get("Upload-Metadata"))
+	md, err := tus.ParseMetadata(r.Header.Get("Upload-Metadata"))
 	if err != nil {
 		return h.refuse(w, errInvalidRequest.with(err, "%v", err))
 	}
 	now := h.root.progress.clock()
-	info := &tusInfo{
+	info := &tus.Info{
 		ID:          newID(),
-		OwnerHash:   ownerHash(h.ownerOf(r)),
+		OwnerHash:   tus.OwnerHash(h.ownerOf(r)),
 		Length:      -1,
 		MetadataRaw: r.Header.Get("Upload-Metadata"),
 		Metadata:    md,
-		SentName:    tusName(md),
-		Declared:    tusDeclared(md),
+		SentName:    tus.FileName(md),
+		Declared:    tus.FileType(md),
 		Created:     now,
 		Expires:     now.Add(time.Duration(h.ChunkExpiry)),
 	}
 
-	concat := r.Header.Get("Upload-Concat")
+	concat, err := tus.ParseConcat(r.Header.Get("Upload-Concat"))
 	switch {
-	case concat == "partial":
-		info.Partial = true
-	case strings.HasPrefix(concat, "final;"):
-		return h.serveTusConcat(w, r, next, info, strings.Fields(strings.TrimPrefix(concat, "final;")))
-	case concat != "":
-		return h.refuse(w, errInvalidRequest.with(nil, "Upload-Concat must be partial or final;<urls>"))
+	case err != nil:
+		return h.refuse(w, errInvalidRequest.with(err, "%v", err))
+	case concat.Final():
+		return h.serveTusConcat(w, r, next, info, concat.Parts)
 	}
+	info.Partial = concat.Partial
 
 	if v := r.Header.Get("Upload-Length"); v != "" {
-		n, ok := parseTusSize(v)
+		n, ok := tus.ParseSize(v)
 		if !ok {
 			return h.refuse(w, errInvalidRequest.with(nil, "Upload-Length must be a non-negative integer"))
 		}
@@ -278,7 +208,7 @@ func (h *Handler) serveTusCreate(w http.ResponseWriter, r *http.Request, next ca
 }
 
 // checkTusLength checks a declared length against the size limits.
-func (h *Handler) checkTusLength(info *tusInfo) error {
+func (h *Handler) checkTusLength(info *tus.Info) error {
 	if info.Length < 0 {
 		return nil
 	}
@@ -294,7 +224,7 @@ func (h *Handler) checkTusLength(info *tusInfo) error {
 // checkTusName sanitises the file name of an upload and checks what can be
 // checked before any byte arrives: the conflict policy and, on the name and
 // declared type alone, the accepted types.
-func (h *Handler) checkTusName(info *tusInfo) error {
+func (h *Handler) checkTusName(info *tus.Info) error {
 	if info.SentName == "" {
 		return errInvalidFilename.with(nil, "Upload-Metadata must name the file (filename or name)")
 	}
@@ -314,7 +244,7 @@ func (h *Handler) checkTusName(info *tusInfo) error {
 
 // tusEntry puts a resumable upload in the progress registry (again, after a
 // restart) and returns its entry.
-func (h *Handler) tusEntry(r *http.Request, info *tusInfo) *progressEntry {
+func (h *Handler) tusEntry(r *http.Request, info *tus.Info) *progressEntry {
 	received := new(atomic.Int64)
 	received.Store(info.Offset)
 	e := &progressEntry{
@@ -384,7 +314,7 @@ func (h *Handler) serveTusPatch(w http.ResponseWriter, r *http.Request, next cad
 	if r.Header.Get("Content-Type") != tusContentType {
 		return h.refuse(w, errTusContentType)
 	}
-	offset, ok := parseTusSize(r.Header.Get("Upload-Offset"))
+	offset, ok := tus.ParseSize(r.Header.Get("Upload-Offset"))
 	if !ok {
 		return h.refuse(w, errInvalidRequest.with(nil, "Upload-Offset must be a non-negative integer"))
 	}
@@ -421,7 +351,7 @@ func (h *Handler) tusWrite(w http.ResponseWriter, r *http.Request, next caddyhtt
 		return h.tusAnswer(w, info, status)
 	}
 	if v := r.Header.Get("Upload-Length"); v != "" && info.Length < 0 {
-		n, ok := parseTusSize(v)
+		n, ok := tus.ParseSize(v)
 		if !ok || n < info.Offset {
 			return h.refuse(w, errInvalidRequest.with(nil, "Upload-Length must be an integer no smaller than the offset"))
 		}
@@ -434,9 +364,9 @@ func (h *Handler) tusWrite(w http.ResponseWriter, r *http.Request, next caddyhtt
 	if info.Length >= 0 && r.ContentLength > info.Length-info.Offset {
 		return h.refuse(w, errFileTooLarge.with(errPastLength, "the chunk goes past Upload-Length").withFile(info.SentName))
 	}
-	checksum, err := parseTusChecksum(r.Header.Get("Upload-Checksum"))
+	checksum, err := tus.ParseChecksum(r.Header.Get("Upload-Checksum"))
 	if err != nil {
-		return h.refuse(w, err)
+		return h.refuse(w, errInvalidRequest.with(err, "%v", err))
 	}
 
 	entry := h.tusEntry(r, info)
@@ -484,42 +414,11 @@ func (h *Handler) tusWrite(w http.ResponseWriter, r *http.Request, next caddyhtt
 }
 
 // tusAnswer answers a successful creation or PATCH.
-func (h *Handler) tusAnswer(w http.ResponseWriter, info *tusInfo, status int) error {
+func (h *Handler) tusAnswer(w http.ResponseWriter, info *tus.Info, status int) error {
 	w.Header().Set("Upload-Offset", strconv.FormatInt(info.Offset, 10))
 	setTusExpires(w, info)
 	w.WriteHeader(status)
 	return nil
-}
-
-// tusChecksum is a requested Upload-Checksum: the hash and the digest the
-// chunk must have.
-type tusChecksum struct {
-	h    hash.Hash
-	want []byte
-}
-
-// parseTusChecksum parses Upload-Checksum: "<algorithm> <base64 digest>".
-func parseTusChecksum(v string) (*tusChecksum, error) {
-	if v == "" {
-		return nil, nil
-	}
-	algo, enc, _ := strings.Cut(v, " ")
-	var h hash.Hash
-	switch algo {
-	case "sha1":
-		h = sha1.New()
-	case "sha256":
-		h = sha256.New()
-	case "md5":
-		h = md5.New()
-	default:
-		return nil, errInvalidRequest.with(nil, "Upload-Checksum algorithm %q is not one of %s", algo, tusChecksums)
-	}
-	want, err := base64.StdEncoding.DecodeString(enc)
-	if err != nil || len(want) != h.Size() {
-		return nil, errInvalidRequest.with(err, "Upload-Checksum digest is not valid base64 of the right length")
-	}
-	return &tusChecksum{h: h, want: want}, nil
 }
 
 // tusAppend streams body onto the upload's data file from info.Offset,
@@ -528,7 +427,7 @@ func parseTusChecksum(v string) (*tusChecksum, error) {
 // With a checksum, nothing is saved until the whole chunk is verified; a
 // mismatch discards it. counter, which the body's reads move on, is set
 // back to what is kept when a chunk is not.
-func (h *Handler) tusAppend(info *tusInfo, body *bodyReader, checksum *tusChecksum, counter *atomic.Int64) error {
+func (h *Handler) tusAppend(info *tus.Info, body *bodyReader, checksum *tus.Checksum, counter *atomic.Int64) error {
 	f, err := h.root.root.OpenFile(tusDataPath(info.ID), os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return storeError(err)
@@ -545,7 +444,7 @@ func (h *Handler) tusAppend(info *tusInfo, body *bodyReader, checksum *tusChecks
 	}
 	var fileHash hash.Hash
 	if h.Hash == hashSHA256 {
-		if fileHash, err = restoreHash(info); err != nil {
+		if fileHash, err = tus.RestoreHash(info); err != nil {
 			f.Close()
 			return err
 		}
@@ -591,7 +490,7 @@ func (h *Handler) tusAppend(info *tusInfo, body *bodyReader, checksum *tusChecks
 			return storeError(err)
 		}
 		if checksum != nil {
-			checksum.h.Write(chunk)
+			checksum.Write(chunk)
 		}
 		info.Offset += int64(n)
 		counter.Store(info.Offset)
@@ -616,7 +515,7 @@ func (h *Handler) tusAppend(info *tusInfo, body *bodyReader, checksum *tusChecks
 		}
 		return errFileTooLarge.with(errPastLength, "the chunk goes past Upload-Length; it was discarded").withFile(info.SentName)
 	}
-	if readErr != io.EOF || (checksum != nil && !checksumOK(checksum)) {
+	if readErr != io.EOF || (checksum != nil && !checksum.OK()) {
 		// A cut body keeps what arrived, unless a checksum must vouch for it.
 		err := errTusChecksum.withFile(info.SentName)
 		if readErr != io.EOF {
@@ -675,19 +574,14 @@ func bodyGoesOn(body *bodyReader) bool {
 	}
 }
 
-func checksumOK(c *tusChecksum) bool {
-	got := c.h.Sum(nil)
-	return string(got) == string(c.want)
-}
-
 // tusSave makes the data durable (with fsync) and then saves the state.
-func (h *Handler) tusSave(sink *fileSink, info *tusInfo, fileHash hash.Hash) error {
+func (h *Handler) tusSave(sink *fileSink, info *tus.Info, fileHash hash.Hash) error {
 	if h.fsync {
 		if err := sink.sync(); err != nil {
 			return storeError(err)
 		}
 	}
-	if err := saveHash(info, fileHash); err != nil {
+	if err := tus.SaveHash(info, fileHash); err != nil {
 		return err
 	}
 	info.Expires = h.root.progress.clock().Add(time.Duration(h.ChunkExpiry))
@@ -698,7 +592,7 @@ func (h *Handler) tusSave(sink *fileSink, info *tusInfo, fileHash hash.Hash) err
 // (from the first bytes on disk, until it is known) and, while its length
 // is deferred, max_size. A partial upload's type is checked as part of its
 // final upload.
-func (h *Handler) tusCheck(info *tusInfo, f *os.File) (*filecheck.Check, error) {
+func (h *Handler) tusCheck(info *tus.Info, f *os.File) (*filecheck.Check, error) {
 	rules := &h.check
 	if info.Length >= 0 {
 		// Upload-Length was checked against max_size already; the data
@@ -726,7 +620,7 @@ func (h *Handler) tusCheck(info *tusInfo, f *os.File) (*filecheck.Check, error) 
 }
 
 // tusComplete moves a finished upload into place like a standard upload.
-func (h *Handler) tusComplete(r *http.Request, info *tusInfo) error {
+func (h *Handler) tusComplete(r *http.Request, info *tus.Info) error {
 	if err := h.check.CheckMin(info.Offset); err != nil {
 		return checkError(err, info.SentName)
 	}
@@ -734,11 +628,11 @@ func (h *Handler) tusComplete(r *http.Request, info *tusInfo) error {
 	if err != nil {
 		return err
 	}
-	sf := &storedFile{
+	sf := &tus.File{
 		Name: path.Base(stored), Path: stored, URL: h.fileURL(stored), Size: info.Offset, ContentType: info.ContentType,
 	}
 	if h.Hash == hashSHA256 {
-		fh, err := restoreHash(info)
+		fh, err := tus.RestoreHash(info)
 		if err != nil {
 			return err
 		}
@@ -757,7 +651,7 @@ func (h *Handler) tusComplete(r *http.Request, info *tusInfo) error {
 // tusAnnounce, in forward mode, hands a completed upload to the app. When
 // the app refuses it, the upload ends with the app's answer (reported true)
 // and its file removed; otherwise the upload is done.
-func (h *Handler) tusAnnounce(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, info *tusInfo) (bool, error) {
+func (h *Handler) tusAnnounce(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, info *tus.Info) (bool, error) {
 	if h.Mode != modeForward {
 		return false, nil
 	}
@@ -771,7 +665,7 @@ func (h *Handler) tusAnnounce(w http.ResponseWriter, r *http.Request, next caddy
 }
 
 // tusFinished records the end of a resumable upload: progress and metrics.
-func (h *Handler) tusFinished(r *http.Request, info *tusInfo, state string, err error) {
+func (h *Handler) tusFinished(r *http.Request, info *tus.Info, state string, err error) {
 	e := h.tusEntry(r, info)
 	status, code := 0, ""
 	var files []storedFile
@@ -790,7 +684,7 @@ func (h *Handler) tusFinished(r *http.Request, info *tusInfo, state string, err 
 }
 
 // terminate removes an upload that ended without a file.
-func (h *Handler) terminate(r *http.Request, info *tusInfo, state string, err error) {
+func (h *Handler) terminate(r *http.Request, info *tus.Info, state string, err error) {
 	h.root.removeTus(info.ID)
 	h.tusFinished(r, info, state, err)
 }
@@ -827,10 +721,7 @@ func (h *Handler) serveTusDelete(w http.ResponseWriter, r *http.Request, id stri
 
 // serveTusConcat creates a final upload from finished partial ones
 // (concatenation) and stores it at once.
-func (h *Handler) serveTusConcat(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, info *tusInfo, urls []string) error {
-	if len(urls) == 0 {
-		return h.refuse(w, errInvalidRequest.with(nil, "Upload-Concat: final needs the URLs of the partial uploads"))
-	}
+func (h *Handler) serveTusConcat(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, info *tus.Info, urls []string) error {
 	info.Final, info.Parts = true, urls
 	ids := make([]string, len(urls))
 	for i, u := range urls {
@@ -901,8 +792,8 @@ func (h *Handler) serveTusConcat(w http.ResponseWriter, r *http.Request, next ca
 
 // loadParts loads the partial uploads of a final one: each must be a
 // finished partial upload of the requester.
-func (h *Handler) loadParts(r *http.Request, urls, ids []string) ([]*tusInfo, error) {
-	parts := make([]*tusInfo, len(ids))
+func (h *Handler) loadParts(r *http.Request, urls, ids []string) ([]*tus.Info, error) {
+	parts := make([]*tus.Info, len(ids))
 	for i, id := range ids {
 		p, err := h.loadOwned(r, id)
 		if err != nil {
@@ -918,7 +809,7 @@ func (h *Handler) loadParts(r *http.Request, urls, ids []string) ([]*tusInfo, er
 
 // concatParts writes the partial uploads' data into f, hashing and checking
 // the type on the way, and closes f.
-func (h *Handler) concatParts(f *os.File, info *tusInfo, parts []*tusInfo) error {
+func (h *Handler) concatParts(f *os.File, info *tus.Info, parts []*tus.Info) error {
 	sink := newFileSink(f, h.newHash(), nil)
 	check := h.check.New(info.Name, info.Declared)
 	bufp := bufpool.Get(bufpool.Large) // files on disk: no waiting
@@ -965,6 +856,6 @@ func (h *Handler) concatParts(f *os.File, info *tusInfo, parts []*tusInfo) error
 	if err := sink.close(h.fsync); err != nil {
 		return storeError(err)
 	}
-	info.Stored = &storedFile{Size: info.Length, ContentType: info.ContentType, SHA256: sink.sum()}
+	info.Stored = &tus.File{Size: info.Length, ContentType: info.ContentType, SHA256: sink.sum()}
 	return nil
 }

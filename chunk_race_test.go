@@ -50,7 +50,7 @@ func TestTusOtherOwnerCannotStopWriter(t *testing.T) {
 		if tc.method == http.MethodPatch {
 			body = []byte("x")
 		}
-		res, got := tus(t, tc.method, loc, body, tc.headers...)
+		res, got := tusDo(t, tc.method, loc, body, tc.headers...)
 		if res.StatusCode != http.StatusNotFound {
 			t.Errorf("%s: status %d, body %s; want 404", tc.name, res.StatusCode, got)
 		}
@@ -82,7 +82,7 @@ func TestTusOtherOwnerCannotStopWriter(t *testing.T) {
 		if other[0] == "X-HTTP-Method-Override" {
 			method = http.MethodPost
 		}
-		res, body := tus(t, method, "/_upload/.uploads/alice-std", nil, append([]string{"Tus-Resumable", ""}, other...)...)
+		res, body := tusDo(t, method, "/_upload/.uploads/alice-std", nil, append([]string{"Tus-Resumable", ""}, other...)...)
 		assertError(t, res, body, http.StatusNotFound, "upload-not-found", "")
 		assertJSON(t, "another owner's cancel", body, `{"code": "upload-not-found", "detail": "no upload in flight has this id"}`, nil)
 	}
@@ -125,7 +125,7 @@ func TestTusConcatRaces(t *testing.T) {
 	data := randomBytes(t, 256<<10)
 	partial := func() string {
 		t.Helper()
-		res, body := tus(t, http.MethodPost, tusEndpoint, nil, "Upload-Length", strconv.Itoa(len(data)), "Upload-Concat", "partial")
+		res, body := tusDo(t, http.MethodPost, tusEndpoint, nil, "Upload-Length", strconv.Itoa(len(data)), "Upload-Concat", "partial")
 		if res.StatusCode != http.StatusCreated {
 			t.Fatalf("partial: %d %s", res.StatusCode, body)
 		}

@@ -20,9 +20,9 @@ import (
 
 const tusEndpoint = "/_upload/.uploads"
 
-// tus sends one tus request; headers are name/value pairs, and
+// tusDo sends one tus request; headers are name/value pairs, and
 // Tus-Resumable: 1.0.0 is added unless given.
-func tus(t *testing.T, method, target string, body []byte, headers ...string) (*http.Response, []byte) {
+func tusDo(t *testing.T, method, target string, body []byte, headers ...string) (*http.Response, []byte) {
 	t.Helper()
 	var rd io.Reader
 	if body != nil {
@@ -52,7 +52,7 @@ func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) 
 func tusCreate(t *testing.T, length int, name string, headers ...string) string {
 	t.Helper()
 	hs := append([]string{"Upload-Length", strconv.Itoa(length), "Upload-Metadata", "filename " + b64(name)}, headers...)
-	res, body := tus(t, http.MethodPost, tusEndpoint, nil, hs...)
+	res, body := tusDo(t, http.MethodPost, tusEndpoint, nil, hs...)
 	if res.StatusCode != http.StatusCreated {
 		t.Fatalf("creation: %d %s", res.StatusCode, body)
 	}
@@ -65,7 +65,7 @@ func tusCreate(t *testing.T, length int, name string, headers ...string) string 
 
 func tusPatch(t *testing.T, loc string, offset int, data []byte, headers ...string) (*http.Response, []byte) {
 	t.Helper()
-	return tus(t, http.MethodPatch, loc, data, append([]string{"Upload-Offset", strconv.Itoa(offset)}, headers...)...)
+	return tusDo(t, http.MethodPatch, loc, data, append([]string{"Upload-Offset", strconv.Itoa(offset)}, headers...)...)
 }
 
 func assertOffset(t *testing.T, res *http.Response, body []byte, status, offset int) {
@@ -80,7 +80,7 @@ func assertOffset(t *testing.T, res *http.Response, body []byte, status, offset 
 
 func TestTusOptions(t *testing.T) {
 	startSite(t, "reflex_upload {\nroot ROOT\nmax_size 1GiB\n}")
-	res, _ := tus(t, http.MethodOptions, tusEndpoint, nil, "Tus-Resumable", "")
+	res, _ := tusDo(t, http.MethodOptions, tusEndpoint, nil, "Tus-Resumable", "")
 	if res.StatusCode != http.StatusNoContent {
 		t.Fatalf("OPTIONS: %d", res.StatusCode)
 	}
@@ -103,7 +103,7 @@ func TestTusCore(t *testing.T) {
 	loc := tusCreate(t, len(data), "docs/report.bin")
 	id := strings.TrimPrefix(loc, tusEndpoint+"/")
 
-	res, body := tus(t, http.MethodHead, loc, nil)
+	res, body := tusDo(t, http.MethodHead, loc, nil)
 	assertOffset(t, res, body, http.StatusOK, 0)
 	if res.Header.Get("Upload-Length") != "10000" || res.Header.Get("Cache-Control") != "no-store" ||
 		res.Header.Get("Upload-Metadata") != "filename "+b64("docs/report.bin") {
@@ -140,7 +140,7 @@ func TestTusCore(t *testing.T) {
 		p.Files[0].URL != "/_upload/docs/report.bin" || p.Files[0].Size != 10000 {
 		t.Fatalf("progress when done: %+v", p)
 	}
-	res, body = tus(t, http.MethodHead, loc, nil)
+	res, body = tusDo(t, http.MethodHead, loc, nil)
 	assertOffset(t, res, body, http.StatusOK, 10000)
 	assertStored(t, root, ".uploads/tus/"+id+".json", "docs/report.bin")
 
@@ -201,7 +201,7 @@ func TestTusErrors(t *testing.T) {
 		{"DELETE another owner", "DELETE", loc, nil, []string{"Reflex-Client-Token", "someone"}, 404, "upload-not-found"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			res, body := tus(t, tc.method, tc.target, tc.body, tc.headers...)
+			res, body := tusDo(t, tc.method, tc.target, tc.body, tc.headers...)
 			if res.StatusCode != tc.status {
 				t.Fatalf("status %d, body %s; want %d", res.StatusCode, body, tc.status)
 			}
@@ -216,7 +216,7 @@ func TestTusErrors(t *testing.T) {
 		})
 	}
 	// None of that moved the upload, and nothing new was stored.
-	res, body := tus(t, http.MethodHead, loc, nil)
+	res, body := tusDo(t, http.MethodHead, loc, nil)
 	assertOffset(t, res, body, http.StatusOK, 0)
 	id := strings.TrimPrefix(loc, tusEndpoint+"/")
 	assertStored(t, root, ".uploads/tus/"+id, ".uploads/tus/"+id+".json", "taken.bin")
@@ -226,7 +226,7 @@ func TestTusCreationWithUploadAndDeferLength(t *testing.T) {
 	root := startSite(t, "reflex_upload {\nroot ROOT\n}")
 	data := randomBytes(t, 5000)
 
-	res, body := tus(t, http.MethodPost, tusEndpoint, data[:2000], "Upload-Length", "5000",
+	res, body := tusDo(t, http.MethodPost, tusEndpoint, data[:2000], "Upload-Length", "5000",
 		"Upload-Metadata", "filename "+b64("with.bin"), "Content-Type", tusContentType)
 	assertOffset(t, res, body, http.StatusCreated, 2000)
 	loc := res.Header.Get("Location")
@@ -234,15 +234,15 @@ func TestTusCreationWithUploadAndDeferLength(t *testing.T) {
 	assertOffset(t, res, body, http.StatusNoContent, 5000)
 
 	// A whole small file in the creation request.
-	res, body = tus(t, http.MethodPost, tusEndpoint, data, "Upload-Length", "5000",
+	res, body = tusDo(t, http.MethodPost, tusEndpoint, data, "Upload-Length", "5000",
 		"Upload-Metadata", "filename "+b64("whole.bin"), "Content-Type", tusContentType)
 	assertOffset(t, res, body, http.StatusCreated, 5000)
 
 	// Length deferred, then given with the last PATCH.
-	res, body = tus(t, http.MethodPost, tusEndpoint, nil, "Upload-Defer-Length", "1", "Upload-Metadata", "filename "+b64("later.bin"))
+	res, body = tusDo(t, http.MethodPost, tusEndpoint, nil, "Upload-Defer-Length", "1", "Upload-Metadata", "filename "+b64("later.bin"))
 	assertOffset(t, res, body, http.StatusCreated, 0)
 	loc = res.Header.Get("Location")
-	res, body = tus(t, http.MethodHead, loc, nil)
+	res, body = tusDo(t, http.MethodHead, loc, nil)
 	if res.Header.Get("Upload-Defer-Length") != "1" || res.Header.Get("Upload-Length") != "" {
 		t.Fatalf("HEAD of a deferred upload: %v", res.Header)
 	}
@@ -252,7 +252,7 @@ func TestTusCreationWithUploadAndDeferLength(t *testing.T) {
 	assertOffset(t, res, body, http.StatusNoContent, 5000)
 
 	// An empty file completes at creation.
-	res, body = tus(t, http.MethodPost, tusEndpoint, nil, "Upload-Length", "0", "Upload-Metadata", "filename "+b64("empty.bin"))
+	res, body = tusDo(t, http.MethodPost, tusEndpoint, nil, "Upload-Length", "0", "Upload-Metadata", "filename "+b64("empty.bin"))
 	assertOffset(t, res, body, http.StatusCreated, 0)
 
 	for _, name := range []string{"with.bin", "whole.bin", "later.bin"} {
@@ -298,7 +298,7 @@ func TestTusChunkPastLength(t *testing.T) {
 	assertError(t, res, body, http.StatusRequestEntityTooLarge, "file-too-large", "p.bin")
 	assertJSON(t, "chunked PATCH past the length", body, `{"code": "file-too-large",
 		"detail": "the chunk goes past Upload-Length; it was discarded", "file": "p.bin"}`, nil)
-	res, body = tus(t, http.MethodHead, loc, nil)
+	res, body = tusDo(t, http.MethodHead, loc, nil)
 	assertOffset(t, res, body, http.StatusOK, 40)
 	assertStored(t, root, ".uploads/tus/"+id, ".uploads/tus/"+id+".json")
 	res, body = tusChunked(t, http.MethodPatch, loc, data[40:], "Upload-Offset", "40")
@@ -311,7 +311,7 @@ func TestTusChunkPastLength(t *testing.T) {
 		send   func(*testing.T, string, string, []byte, ...string) (*http.Response, []byte)
 		detail string
 	}{
-		{tus, "the body is longer than Upload-Length"},
+		{tusDo, "the body is longer than Upload-Length"},
 		{tusChunked, "the chunk goes past Upload-Length; it was discarded"},
 	} {
 		res, body = tc.send(t, http.MethodPost, tusEndpoint, data, "Upload-Length", "10",
@@ -359,7 +359,7 @@ http://localhost:9080 {
 	if fi.Size() > int64(len(md))+2048 {
 		t.Errorf("the state of an upload with %d bytes of metadata has %d bytes", len(md), fi.Size())
 	}
-	res, body := tus(t, http.MethodHead, loc, nil)
+	res, body := tusDo(t, http.MethodHead, loc, nil)
 	if res.StatusCode != http.StatusOK || res.Header.Get("Upload-Metadata") != md {
 		t.Fatalf("HEAD: %d %s; the metadata differs from what was sent", res.StatusCode, body)
 	}
@@ -367,7 +367,7 @@ http://localhost:9080 {
 	assertOffset(t, res, body, http.StatusNoContent, 10)
 
 	big := "filename " + b64("big.bin") + ",blob " + b64(strings.Repeat("x", 1<<20))
-	res, body = tus(t, http.MethodPost, tusEndpoint, nil, "Upload-Length", "10", "Upload-Metadata", big)
+	res, body = tusDo(t, http.MethodPost, tusEndpoint, nil, "Upload-Length", "10", "Upload-Metadata", big)
 	assertError(t, res, body, http.StatusRequestHeaderFieldsTooLarge, "metadata-too-large", "")
 	assertJSON(t, "metadata over the bound", body, `{"code": "metadata-too-large", "detail": "Upload-Metadata is larger than 64 KiB"}`, nil)
 	assertStored(t, root, ".uploads/tus/"+id+".json", "m.bin")
@@ -389,7 +389,7 @@ func TestTusChecksum(t *testing.T) {
 	if res.StatusCode != 460 {
 		t.Fatalf("mismatch: %d %s", res.StatusCode, body)
 	}
-	res, body = tus(t, http.MethodHead, loc, nil)
+	res, body = tusDo(t, http.MethodHead, loc, nil)
 	assertOffset(t, res, body, http.StatusOK, 1000)
 	res, body = tusPatch(t, loc, 1000, data[1000:2000], "Upload-Checksum", "sha256 "+sum(sha256.New(), data[1000:2000]))
 	assertOffset(t, res, body, http.StatusNoContent, 2000)
@@ -405,12 +405,12 @@ func TestTusTermination(t *testing.T) {
 	loc := tusCreate(t, 100, "t.bin")
 	id := strings.TrimPrefix(loc, tusEndpoint+"/")
 	tusPatch(t, loc, 0, make([]byte, 50))
-	res, body := tus(t, http.MethodDelete, loc, nil)
+	res, body := tusDo(t, http.MethodDelete, loc, nil)
 	if res.StatusCode != http.StatusNoContent || res.Header.Get("Tus-Resumable") != "1.0.0" {
 		t.Fatalf("DELETE: %d %s", res.StatusCode, body)
 	}
 	assertStored(t, root)
-	if res, _ := tus(t, http.MethodHead, loc, nil); res.StatusCode != http.StatusNotFound {
+	if res, _ := tusDo(t, http.MethodHead, loc, nil); res.StatusCode != http.StatusNotFound {
 		t.Fatalf("HEAD after termination: %d", res.StatusCode)
 	}
 	if p := progressOf(t, id); p.State != stateCancelled {
@@ -418,10 +418,10 @@ func TestTusTermination(t *testing.T) {
 	}
 	// Terminated is gone, as HEAD says: 404, with or without Tus-Resumable
 	// (tus-js-client's terminate retries a 409, then fails).
-	res, body = tus(t, http.MethodDelete, loc, nil)
+	res, body = tusDo(t, http.MethodDelete, loc, nil)
 	assertError(t, res, body, http.StatusNotFound, "upload-not-found", "")
 	assertJSON(t, "DELETE of a terminated upload", body, `{"code": "upload-not-found", "detail": "no resumable upload has this id"}`, nil)
-	res, body = tus(t, http.MethodDelete, loc, nil, "Tus-Resumable", "")
+	res, body = tusDo(t, http.MethodDelete, loc, nil, "Tus-Resumable", "")
 	assertError(t, res, body, http.StatusNotFound, "upload-not-found", "")
 	assertJSON(t, "cancel of a terminated upload", body, `{"code": "upload-not-found", "detail": "no upload in flight has this id"}`, nil)
 
@@ -429,9 +429,9 @@ func TestTusTermination(t *testing.T) {
 	// do not speak tus send without Tus-Resumable: it terminates a tus
 	// upload too. Another version of the protocol is refused.
 	loc = tusCreate(t, 100, "u.bin")
-	res, body = tus(t, http.MethodDelete, loc, nil, "Tus-Resumable", "0.2.2")
+	res, body = tusDo(t, http.MethodDelete, loc, nil, "Tus-Resumable", "0.2.2")
 	assertError(t, res, body, http.StatusPreconditionFailed, "unsupported-version", "")
-	res, body = tus(t, http.MethodDelete, loc, nil, "Tus-Resumable", "")
+	res, body = tusDo(t, http.MethodDelete, loc, nil, "Tus-Resumable", "")
 	if res.StatusCode != http.StatusNoContent {
 		t.Fatalf("DELETE without Tus-Resumable: %d %s", res.StatusCode, body)
 	}
@@ -440,7 +440,7 @@ func TestTusTermination(t *testing.T) {
 	// A completed upload is not terminated: its file is stored already.
 	loc = tusCreate(t, 3, "c.bin")
 	tusPatch(t, loc, 0, []byte("abc"))
-	res, body = tus(t, http.MethodDelete, loc, nil)
+	res, body = tusDo(t, http.MethodDelete, loc, nil)
 	assertError(t, res, body, http.StatusConflict, "upload-finished", "")
 }
 
@@ -449,12 +449,12 @@ func TestTusTermination(t *testing.T) {
 func TestTusMethodOverride(t *testing.T) {
 	root := startSite(t, "reflex_upload {\nroot ROOT\n}")
 	loc := tusCreate(t, 10, "o.bin")
-	res, body := tus(t, http.MethodPost, loc, []byte("0123456789"), "X-HTTP-Method-Override", "PATCH",
+	res, body := tusDo(t, http.MethodPost, loc, []byte("0123456789"), "X-HTTP-Method-Override", "PATCH",
 		"Upload-Offset", "0", "Content-Type", tusContentType)
 	assertOffset(t, res, body, http.StatusNoContent, 10)
 	overridden := strings.TrimPrefix(loc, tusEndpoint+"/")
 	loc = tusCreate(t, 10, "d.bin")
-	if res, body := tus(t, http.MethodPost, loc, nil, "X-HTTP-Method-Override", "DELETE"); res.StatusCode != http.StatusNoContent {
+	if res, body := tusDo(t, http.MethodPost, loc, nil, "X-HTTP-Method-Override", "DELETE"); res.StatusCode != http.StatusNoContent {
 		t.Fatalf("overridden DELETE: %d %s", res.StatusCode, body)
 	}
 	assertStored(t, root, ".uploads/tus/"+overridden+".json", "o.bin")
@@ -465,12 +465,12 @@ func TestTusConcatenation(t *testing.T) {
 	data := randomBytes(t, 12000)
 	var parts []string
 	for i := range 3 {
-		res, body := tus(t, http.MethodPost, tusEndpoint, nil, "Upload-Length", "4000", "Upload-Concat", "partial")
+		res, body := tusDo(t, http.MethodPost, tusEndpoint, nil, "Upload-Length", "4000", "Upload-Concat", "partial")
 		if res.StatusCode != http.StatusCreated {
 			t.Fatalf("partial: %d %s", res.StatusCode, body)
 		}
 		loc := res.Header.Get("Location")
-		res, body = tus(t, http.MethodHead, loc, nil)
+		res, body = tusDo(t, http.MethodHead, loc, nil)
 		if res.Header.Get("Upload-Concat") != "partial" {
 			t.Fatalf("HEAD of a partial: %v", res.Header)
 		}
@@ -483,7 +483,7 @@ func TestTusConcatenation(t *testing.T) {
 	}
 	// Parts out of order are put together in the order listed.
 	concat := "final;" + strings.Join([]string{parts[0], siteURL + parts[1], parts[2]}, " ")
-	res, body := tus(t, http.MethodPost, tusEndpoint, nil, "Upload-Concat", concat, "Upload-Metadata", "filename "+b64("joined.bin"))
+	res, body := tusDo(t, http.MethodPost, tusEndpoint, nil, "Upload-Concat", concat, "Upload-Metadata", "filename "+b64("joined.bin"))
 	if res.StatusCode != http.StatusCreated {
 		t.Fatalf("final: %d %s", res.StatusCode, body)
 	}
@@ -491,7 +491,7 @@ func TestTusConcatenation(t *testing.T) {
 	if got, err := os.ReadFile(filepath.Join(root, "joined.bin")); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("joined.bin differs (err %v)", err)
 	}
-	res, body = tus(t, http.MethodHead, final, nil)
+	res, body = tusDo(t, http.MethodHead, final, nil)
 	assertOffset(t, res, body, http.StatusOK, 12000)
 	if !strings.HasPrefix(res.Header.Get("Upload-Concat"), "final;") {
 		t.Errorf("HEAD of the final upload: %v", res.Header)
@@ -506,7 +506,7 @@ func TestTusConcatenation(t *testing.T) {
 
 	t.Run("refused", func(t *testing.T) {
 		unfinished := func() string {
-			res, _ := tus(t, http.MethodPost, tusEndpoint, nil, "Upload-Length", "15000", "Upload-Concat", "partial")
+			res, _ := tusDo(t, http.MethodPost, tusEndpoint, nil, "Upload-Length", "15000", "Upload-Concat", "partial")
 			return res.Header.Get("Location")
 		}()
 		for _, tc := range []struct {
@@ -518,19 +518,19 @@ func TestTusConcatenation(t *testing.T) {
 			{"unfinished part", "final;" + unfinished, 400},
 			{"not a partial", "final;" + final, 400},
 		} {
-			res, body := tus(t, http.MethodPost, tusEndpoint, nil, "Upload-Concat", tc.concat, "Upload-Metadata", "filename "+b64("x.bin"))
+			res, body := tusDo(t, http.MethodPost, tusEndpoint, nil, "Upload-Concat", tc.concat, "Upload-Metadata", "filename "+b64("x.bin"))
 			if res.StatusCode != tc.status {
 				t.Errorf("%s: %d %s; want %d", tc.name, res.StatusCode, body, tc.status)
 			}
 		}
 		var big []string
 		for range 2 {
-			res, _ := tus(t, http.MethodPost, tusEndpoint, nil, "Upload-Length", "15000", "Upload-Concat", "partial")
+			res, _ := tusDo(t, http.MethodPost, tusEndpoint, nil, "Upload-Length", "15000", "Upload-Concat", "partial")
 			loc := res.Header.Get("Location")
 			tusPatch(t, loc, 0, make([]byte, 15000))
 			big = append(big, loc)
 		}
-		res, body := tus(t, http.MethodPost, tusEndpoint, nil, "Upload-Concat", "final;"+strings.Join(big, " "), "Upload-Metadata", "filename "+b64("x.bin"))
+		res, body := tusDo(t, http.MethodPost, tusEndpoint, nil, "Upload-Concat", "final;"+strings.Join(big, " "), "Upload-Metadata", "filename "+b64("x.bin"))
 		assertError(t, res, body, 413, "file-too-large", "x.bin")
 	})
 }
@@ -539,16 +539,16 @@ func TestTusTypeCheck(t *testing.T) {
 	root := startSite(t, "reflex_upload {\nroot ROOT\naccept image/*\n}")
 	html := append([]byte("<!DOCTYPE html><html><script>alert(1)</script>"), bytes.Repeat([]byte(" "), 5000)...)
 	// Refused at creation on the name and declared type alone.
-	res, body := tus(t, http.MethodPost, tusEndpoint, nil, "Upload-Length", "100", "Upload-Metadata", "filename "+b64("page.html"))
+	res, body := tusDo(t, http.MethodPost, tusEndpoint, nil, "Upload-Length", "100", "Upload-Metadata", "filename "+b64("page.html"))
 	assertError(t, res, body, 415, "file-invalid-type", "page.html")
-	res, body = tus(t, http.MethodPost, tusEndpoint, nil, "Upload-Length", "100",
+	res, body = tusDo(t, http.MethodPost, tusEndpoint, nil, "Upload-Length", "100",
 		"Upload-Metadata", "filename "+b64("cat.png")+",filetype "+b64("text/html"))
 	assertError(t, res, body, 415, "file-invalid-type", "cat.png")
 	// Refused on the content as soon as its first bytes arrive, not at the end.
 	loc := tusCreate(t, len(html)+100000, "cat.png")
 	res, body = tusPatch(t, loc, 0, html)
 	assertError(t, res, body, 415, "file-invalid-type", "cat.png")
-	if res, _ := tus(t, http.MethodHead, loc, nil); res.StatusCode != http.StatusNotFound {
+	if res, _ := tusDo(t, http.MethodHead, loc, nil); res.StatusCode != http.StatusNotFound {
 		t.Fatalf("a refused upload stays: HEAD %d", res.StatusCode)
 	}
 	// A real PNG, in chunks smaller than the sniffing window.
@@ -565,7 +565,7 @@ func TestTusTypeCheck(t *testing.T) {
 
 func TestTusMinSizeAtCompletion(t *testing.T) {
 	root := startSite(t, "reflex_upload {\nroot ROOT\nmin_size 100\n}")
-	res, body := tus(t, http.MethodPost, tusEndpoint, nil, "Upload-Defer-Length", "1", "Upload-Metadata", "filename "+b64("s.bin"))
+	res, body := tusDo(t, http.MethodPost, tusEndpoint, nil, "Upload-Defer-Length", "1", "Upload-Metadata", "filename "+b64("s.bin"))
 	loc := res.Header.Get("Location")
 	res, body = tusPatch(t, loc, 0, make([]byte, 50), "Upload-Length", "50")
 	assertError(t, res, body, 422, "file-too-small", "s.bin")
@@ -591,7 +591,7 @@ func TestTusExpiry(t *testing.T) {
 	}
 	clock.Advance(61 * time.Minute)
 	// Both are past expiry now: refused with 410 before the sweeper runs.
-	res, body = tus(t, http.MethodHead, live, nil)
+	res, body = tusDo(t, http.MethodHead, live, nil)
 	if res.StatusCode != http.StatusGone {
 		t.Fatalf("HEAD of an expired upload: %d %s", res.StatusCode, body)
 	}
@@ -637,7 +637,7 @@ func TestTusOneWriter(t *testing.T) {
 	up := startRawPatch(t, loc, 0, len(data), data[:120_000])
 	waitProgress(t, id, func(p progressBody) bool { return p.Received >= 120_000 })
 	// HEAD stops the stalled PATCH, which saves what it received.
-	res, body := tus(t, http.MethodHead, loc, nil)
+	res, body := tusDo(t, http.MethodHead, loc, nil)
 	assertOffset(t, res, body, http.StatusOK, 120_000)
 	res, body = up.response(t)
 	assertError(t, res, body, http.StatusServiceUnavailable, "upload-interrupted", "")
@@ -686,7 +686,7 @@ func TestTusIdleTimeoutRetryable(t *testing.T) {
 	assertError(t, res, body, http.StatusServiceUnavailable, "upload-interrupted", "")
 	assertJSON(t, "stalled PATCH", body, `{"code": "upload-interrupted",
 		"detail": "reading the chunk failed (the client stopped sending or went away); what was received is kept"}`, nil)
-	res, body = tus(t, http.MethodHead, loc, nil)
+	res, body = tusDo(t, http.MethodHead, loc, nil)
 	assertOffset(t, res, body, http.StatusOK, 10_000)
 	if got, err := os.ReadFile(filepath.Join(root, ".uploads/tus", id)); err != nil || !bytes.Equal(got, data[:10_000]) {
 		t.Fatalf("the bytes received are not kept (err %v)", err)

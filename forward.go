@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/reflexupload/caddy-reflex-upload/internal/tus"
 )
 
 // statusRange is a range of HTTP statuses, from a code ("409") or a class
@@ -129,7 +131,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 // under the conflict policy, as a batch of one. In forward mode the batch is
 // held until the app has answered (announceTus), so that a refusal can give
 // back the file it replaced.
-func (h *Handler) publishTus(info *tusInfo, tmp string) (string, error) {
+func (h *Handler) publishTus(info *tus.Info, tmp string) (string, error) {
 	b := h.root.newBatch(h.OnConflict, h.fsync)
 	if _, err := b.plan([]string{info.Name}); err != nil {
 		return "", conflictError(err, info.SentName)
@@ -152,7 +154,7 @@ func (h *Handler) publishTus(info *tusInfo, tmp string) (string, error) {
 // standard upload. A refusal takes the file back (the one it replaced
 // returns, see publishTus); the app's answer is then what the client of the
 // completing request gets, and announceTus reports true.
-func (h *Handler) announceTus(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, info *tusInfo) (bool, error) {
+func (h *Handler) announceTus(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, info *tus.Info) (bool, error) {
 	fields := map[string][]string{}
 	for k, v := range info.Metadata {
 		fields[k] = []string{v}

@@ -153,7 +153,7 @@ func TestForward(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(root, "tus-refused.bin")); !os.IsNotExist(err) {
 			t.Fatalf("a refused tus upload stays stored: %v", err)
 		}
-		if res, _ := tus(t, http.MethodHead, loc, nil); res.StatusCode != http.StatusNotFound {
+		if res, _ := tusDo(t, http.MethodHead, loc, nil); res.StatusCode != http.StatusNotFound {
 			t.Fatalf("a refused tus upload stays resumable: %d", res.StatusCode)
 		}
 	})
@@ -275,20 +275,20 @@ func TestCORS(t *testing.T) {
 		}
 	}
 	// Actual requests: an allowed origin can read the tus headers.
-	res, _ := tus(t, http.MethodPost, tusEndpoint, nil, "Origin", "http://localhost:3000", "Upload-Length", "5",
+	res, _ := tusDo(t, http.MethodPost, tusEndpoint, nil, "Origin", "http://localhost:3000", "Upload-Length", "5",
 		"Upload-Metadata", "filename "+b64("c.txt"))
 	if res.StatusCode != http.StatusCreated || res.Header.Get("Access-Control-Allow-Origin") != "http://localhost:3000" ||
 		!strings.Contains(res.Header.Get("Access-Control-Expose-Headers"), "Location") ||
 		!strings.Contains(res.Header.Get("Access-Control-Expose-Headers"), "Upload-Offset") {
 		t.Fatalf("creation from an allowed origin: %d %v", res.StatusCode, res.Header)
 	}
-	res, _ = tus(t, http.MethodPost, tusEndpoint, nil, "Origin", "http://evil.example", "Upload-Length", "5",
+	res, _ = tusDo(t, http.MethodPost, tusEndpoint, nil, "Origin", "http://evil.example", "Upload-Length", "5",
 		"Upload-Metadata", "filename "+b64("d.txt"))
 	if res.Header.Get("Access-Control-Allow-Origin") != "" {
 		t.Fatalf("a refused origin got CORS headers: %v", res.Header)
 	}
 	// tus discovery (OPTIONS without Access-Control-Request-Method) still works.
-	res, _ = tus(t, http.MethodOptions, tusEndpoint, nil, "Origin", "http://localhost:3000")
+	res, _ = tusDo(t, http.MethodOptions, tusEndpoint, nil, "Origin", "http://localhost:3000")
 	if res.StatusCode != http.StatusNoContent || res.Header.Get("Tus-Version") != "1.0.0" {
 		t.Fatalf("tus discovery with CORS on: %d %v", res.StatusCode, res.Header)
 	}

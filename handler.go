@@ -2,9 +2,7 @@ package reflexupload
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"hash"
 	"io"
@@ -23,6 +21,7 @@ import (
 	"github.com/reflexupload/caddy-reflex-upload/internal/filecheck"
 	"github.com/reflexupload/caddy-reflex-upload/internal/formstream"
 	"github.com/reflexupload/caddy-reflex-upload/internal/names"
+	"github.com/reflexupload/caddy-reflex-upload/internal/tus"
 )
 
 // Limits on the text fields of a standard upload.
@@ -126,15 +125,7 @@ func isPrivate(rest string) bool {
 }
 
 // storedFile describes one stored file in the response.
-type storedFile struct {
-	Field       string `json:"field,omitempty"`
-	Name        string `json:"name"`
-	Path        string `json:"path"`
-	URL         string `json:"url"`
-	Size        int64  `json:"size"`
-	ContentType string `json:"content_type"`
-	SHA256      string `json:"sha256,omitempty"`
-}
+type storedFile = tus.File
 
 // uploadResult is the response to a standard upload.
 type uploadResult struct {
@@ -533,8 +524,4 @@ func (h *Handler) fileURL(stored string) string {
 }
 
 // newID returns a random 128-bit id in hex.
-func newID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
+func newID() string { return tus.NewID() }

@@ -1,13 +1,9 @@
 package reflexupload
 
 import (
-	"crypto/sha256"
-	"encoding"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"io/fs"
 	"os"
 	"path"
@@ -15,67 +11,35 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/reflexupload/caddy-reflex-upload/internal/tus"
 )
 
 // tusDir holds the resumable uploads: {id} is the data received so far and
 // {id}.json its state, both private.
 var tusDir = path.Join(reservedDir, "tus")
 
-// tusInfo is the durable state of one resumable upload. It is written
-// atomically (temp file, fsync, rename) after the data it describes is on
-// disk, so its Offset never counts a byte that a crash could lose.
-type tusInfo struct {
-	ID          string            `json:"id"`
-	OwnerHash   string            `json:"owner_hash,omitempty"`   // sha256 of the owner value, hex
-	Length      int64             `json:"length"`                 // -1 while deferred
-	Offset      int64             `json:"offset"`                 // bytes durably received
-	MetadataRaw string            `json:"metadata_raw,omitempty"` // Upload-Metadata as sent, kept once
-	Metadata    map[string]string `json:"-"`                      // MetadataRaw decoded`
-	Name        string            `json:"name,omitempty"`         // sanitised target path
-	SentName    string            `json:"sent_name,omitempty"`
-	Declared    string            `json:"declared,omitempty"` // the declared type (filetype)
-	Partial     bool              `json:"partial,omitempty"`
-	Final       bool              `json:"final,omitempty"`
-	Parts       []string          `json:"parts,omitempty"` // the part URLs of a final upload
-	Created     time.Time         `json:"created"`
-	Expires     time.Time         `json:"expires"`
-	HashState   []byte            `json:"hash_state,omitempty"` // sha256 state at Offset
-	ContentType string            `json:"content_type,omitempty"`
-	TypeChecked bool              `json:"type_checked,omitempty"`
-	Done        bool              `json:"done,omitempty"`
-	Stored      *storedFile       `json:"stored,omitempty"`
-}
-
 func tusDataPath(id string) string { return path.Join(tusDir, id) }
 func tusInfoPath(id string) string { return path.Join(tusDir, id+".json") }
 
-// ownerHash is what is kept on disk of an owner value.
-func ownerHash(owner string) string {
-	if owner == "" {
-		return ""
-	}
-	s := sha256.Sum256([]byte(owner))
-	return hex.EncodeToString(s[:])
-}
-
 // loadTus reads an upload's state; fs.ErrNotExist when there is none.
-func (u *uploadRoot) loadTus(id string) (*tusInfo, error) {
+func (u *uploadRoot) loadTus(id string) (*tus.Info, error) {
 	b, err := u.root.ReadFile(tusInfoPath(id))
 	if err != nil {
 		return nil, err
 	}
-	var info tusInfo
+	var info tus.Info
 	if err := json.Unmarshal(b, &info); err != nil {
 		return nil, fmt.Errorf("upload state %s: %w", id, err)
 	}
-	if info.Metadata, err = parseTusMetadata(info.MetadataRaw); err != nil {
+	if info.Metadata, err = tus.ParseMetadata(info.MetadataRaw); err != nil {
 		return nil, fmt.Errorf("upload state %s: %w", id, err)
 	}
 	return &info, nil
 }
 
 // saveTus writes an upload's state atomically.
-func (u *uploadRoot) saveTus(info *tusInfo, fsync bool) error {
+func (u *uploadRoot) saveTus(info *tus.Info, fsync bool) error {
 	b, err := json.Marshal(info)
 	if err != nil {
 		return err
@@ -116,28 +80,6 @@ func (u *uploadRoot) removeTus(id string) {
 	_ = u.root.Remove(tusInfoPath(id))
 }
 
-// restoreHash gives the sha256 state of the bytes before info.Offset.
-func restoreHash(info *tusInfo) (hash.Hash, error) {
-	h := sha256.New()
-	if len(info.HashState) > 0 {
-		if err := h.(encoding.BinaryUnmarshaler).UnmarshalBinary(info.HashState); err != nil {
-			return nil, fmt.Errorf("restoring hash state: %w", err)
-		}
-	}
-	return h, nil
-}
-
-// saveHash keeps a hash's state in info.
-func saveHash(info *tusInfo, h hash.Hash) error {
-	if h == nil {
-		info.HashState = nil
-		return nil
-	}
-	b, err := h.(encoding.BinaryMarshaler).MarshalBinary()
-	info.HashState = b
-	return err
-}
-
 // sweepTus removes the resumable uploads expired at now, except those a
 // request is using, and the state files nobody can use (no data, broken).
 func (h *Handler) sweepTus(now time.Time) int {
@@ -148,7 +90,7 @@ func (h *Handler) sweepTus(now time.Time) int {
 	removed := 0
 	for _, e := range entries {
 		id, ok := strings.CutSuffix(e.Name(), ".json")
-		if !ok || !validTusID(id) || h.root.writing.busy(id) {
+		if !ok || !tus.ValidID(id) || h.root.writing.busy(id) {
 			continue
 		}
 		info, err := h.root.loadTus(id)

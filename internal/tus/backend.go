@@ -1,0 +1,82 @@
+package tus
+
+import (
+	"context"
+	"io"
+	"strings"
+)
+
+// A backend holds resumable uploads for the protocol: their bytes (Data)
+// and their state (States). What it cannot do is an optional interface it
+// does not implement; Extensions tells clients what remains.
+
+// Data holds the bytes of resumable uploads, each named by its id.
+type Data interface {
+	// Create makes the empty data of a new upload; an id that exists is
+	// an error.
+	Create(ctx context.Context, id string) error
+	// Append opens the data of upload id for writing at offset. Bytes past
+	// offset were never confirmed (a crash, a discarded chunk) and are
+	// dropped.
+	Append(ctx context.Context, id string, offset int64) (Appender, error)
+	// ReadHead reads the first bytes of upload id into p (as io.ReadFull;
+	// io.EOF and io.ErrUnexpectedEOF are not errors here).
+	ReadHead(ctx context.Context, id string, p []byte) (int, error)
+	// Remove removes the data of upload id (termination, expiry, or once
+	// published); no data is not an error.
+	Remove(ctx context.Context, id string) error
+}
+
+// An Appender writes at the end of an upload's data.
+type Appender interface {
+	io.Writer
+	// Sync makes what was written durable, before the Info that counts it
+	// is saved.
+	Sync() error
+	// Close ends the writing; its error carries write errors.
+	Close() error
+}
+
+// A Reader can read an upload's data back: what concatenation needs.
+type Reader interface {
+	Open(ctx context.Context, id string) (io.ReadCloser, error)
+}
+
+// A LengthDeferrer takes uploads whose length is declared later
+// (creation-defer-length).
+type LengthDeferrer interface {
+	DefersLength() bool
+}
+
+// States holds the Info of resumable uploads. Save is atomic: a Load sees
+// the Info before it or after it, never a part.
+type States interface {
+	// Load reads upload id's Info; an error wrapping fs.ErrNotExist when
+	// there is none.
+	Load(ctx context.Context, id string) (*Info, error)
+	Save(ctx context.Context, info *Info) error
+	// Delete removes upload id's Info; none is not an error.
+	Delete(ctx context.Context, id string) error
+	// List gives the ids of the uploads that have an Info.
+	List(ctx context.Context) ([]string, error)
+}
+
+// The extensions of the protocol: the first ones every backend has, the
+// last two depend on it.
+const (
+	extDeferLength = "creation-defer-length"
+	extConcat      = "concatenation"
+)
+
+// Extensions is the Tus-Extension header for a backend's data.
+func Extensions(d Data) string {
+	ext := []string{"creation", "creation-with-upload"}
+	if ld, ok := d.(LengthDeferrer); ok && ld.DefersLength() {
+		ext = append(ext, extDeferLength)
+	}
+	ext = append(ext, "termination", "expiration", "checksum")
+	if _, ok := d.(Reader); ok {
+		ext = append(ext, extConcat)
+	}
+	return strings.Join(ext, ",")
+}
