@@ -9,6 +9,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
+
+	"github.com/reflexupload/caddy-reflex-upload/internal/progress"
 )
 
 // Errors of progress and cancel requests.
@@ -23,7 +25,7 @@ var (
 // Causes with which an upload request's context ends early.
 var (
 	// errCancelled: the upload was cancelled (DELETE, tus termination).
-	errCancelled = errors.New("upload cancelled")
+	errCancelled = progress.ErrCancelled
 	// errInterrupted: a newer request for the same tus upload took over.
 	errInterrupted = errors.New("upload interrupted by a newer request")
 	// errShuttingDown: the process is exiting; a tus upload resumes after.
@@ -54,15 +56,25 @@ func (h *Handler) serveDelete(w http.ResponseWriter, r *http.Request, id string)
 // client to send more; the upload then removes its temp files and answers
 // its client with 409 upload-cancelled.
 func (h *Handler) serveCancel(w http.ResponseWriter, r *http.Request, id string) error {
-	e := h.root.progress.lookup(h.requestKey(r, id))
+	key := h.requestKey(r, id)
+	snap, ok, err := h.root.progress.Lookup(r.Context(), key)
 	switch {
-	case e == nil || e.kind == kindTus:
+	case err != nil:
+		return h.refuse(w, err)
+	case !ok || snap.Kind == kindTus:
 		// A resumable upload without a state was terminated or expired.
 		return h.refuse(w, errUploadNotFound)
-	case e.snapshotState() != stateUploading:
+	case snap.State != stateUploading:
 		return h.refuse(w, errUploadFinished)
 	}
-	e.cancel(errCancelled)
+	switch err := h.root.progress.Cancel(r.Context(), key); {
+	case errors.Is(err, progress.ErrNotFound):
+		return h.refuse(w, errUploadNotFound)
+	case errors.Is(err, progress.ErrFinished):
+		return h.refuse(w, errUploadFinished)
+	case err != nil:
+		return h.refuse(w, err)
+	}
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -159,29 +171,18 @@ func (h *Handler) cutStandardUploads() {
 	if !caddy.Exiting() || h.root == nil {
 		return
 	}
-	g := h.root.progress
+	busy := h.root.progress.Local(kindMultipart)
+	if len(busy) == 0 {
+		return
+	}
+	h.logger.Info("cutting standard uploads at exit", zap.Int("count", len(busy)))
+	for _, u := range busy {
+		u.Stop(errShuttingDown)
+	}
 	deadline := time.After(maxCutWait)
-	for first := true; ; first = false {
-		var busy []*progressEntry
-		g.mu.Lock()
-		for _, e := range g.entries {
-			if e.kind == kindMultipart && e.snapshotState() == stateUploading {
-				busy = append(busy, e)
-			}
-		}
-		changed := g.changed
-		g.mu.Unlock()
-		if len(busy) == 0 {
-			return
-		}
-		if first {
-			h.logger.Info("cutting standard uploads at exit", zap.Int("count", len(busy)))
-			for _, e := range busy {
-				e.cancel(errShuttingDown)
-			}
-		}
+	for _, u := range busy {
 		select {
-		case <-changed:
+		case <-u.Done():
 		case <-deadline:
 			return
 		}

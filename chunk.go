@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"go.uber.org/zap"
 	"hash"
 	"io"
 	"io/fs"
@@ -21,6 +22,7 @@ import (
 	"github.com/reflexupload/caddy-reflex-upload/internal/bufpool"
 	"github.com/reflexupload/caddy-reflex-upload/internal/filecheck"
 	"github.com/reflexupload/caddy-reflex-upload/internal/names"
+	"github.com/reflexupload/caddy-reflex-upload/internal/progress"
 	"github.com/reflexupload/caddy-reflex-upload/internal/tus"
 )
 
@@ -119,7 +121,7 @@ func tusLoadError(err error) error {
 
 // expired reports whether an unfinished upload is past its expiry.
 func (h *Handler) expired(info *tus.Info) bool {
-	return !info.Done && h.root.progress.clock().After(info.Expires)
+	return info.Expired(h.root.now())
 }
 
 // serveTusCreate answers POST {prefix}/.uploads: a new resumable upload,
@@ -136,7 +138,7 @@ func (h *Handler) serveTusCreate(w http.ResponseWriter, r *http.Request, next ca
 	if err != nil {
 		return h.refuse(w, errInvalidRequest.with(err, "%v", err))
 	}
-	now := h.root.progress.clock()
+	now := h.root.now()
 	info := &tus.Info{
 		ID:          newID(),
 		OwnerHash:   tus.OwnerHash(h.ownerOf(r)),
@@ -197,7 +199,12 @@ func (h *Handler) serveTusCreate(w http.ResponseWriter, r *http.Request, next ca
 		// creation-with-upload: the body is the first chunk.
 		return h.tusWrite(w, r, next, info.ID, 0, http.StatusCreated)
 	}
-	h.tusEntry(r, info)
+	e, err := h.tusEntry(r, info, nil)
+	if err != nil {
+		h.root.removeTus(info.ID)
+		return h.refuse(w, err)
+	}
+	e.Leave() // in flight between its requests
 	if info.Length == 0 && !info.Partial {
 		return h.tusWrite(w, r, next, info.ID, 0, http.StatusCreated)
 	}
@@ -244,21 +251,15 @@ func (h *Handler) checkTusName(info *tus.Info) error {
 
 // tusEntry puts a resumable upload in the progress registry (again, after a
 // restart) and returns its entry.
-func (h *Handler) tusEntry(r *http.Request, info *tus.Info) *progressEntry {
+// The request's part ends with Leave or Finish. An id taken by a standard
+// upload's X-Progress-ID gives an entry that records nothing, out of its
+// way. cancel, when not nil, is how a cancel of the upload stops the
+// request.
+func (h *Handler) tusEntry(r *http.Request, info *tus.Info, cancel context.CancelCauseFunc) (progress.Upload, error) {
 	received := new(atomic.Int64)
 	received.Store(info.Offset)
-	e := &progressEntry{
-		key:      h.requestKey(r, info.ID),
-		kind:     kindTus,
-		size:     info.Length,
-		received: received.Load,
-		counter:  received,
-		cancel:   func(error) {},
-	}
-	if got := h.root.progress.attach(e); got.counter != nil {
-		return got
-	}
-	return e // the id is taken by a standard upload's X-Progress-ID: keep out of its way
+	return h.root.progress.Attach(r.Context(), h.requestKey(r, info.ID),
+		progress.Begin{Kind: kindTus, Size: info.Length, Counter: received, Cancel: cancel})
 }
 
 // serveTusHead answers HEAD {prefix}/.uploads/{id}: the upload's offset.
@@ -369,11 +370,15 @@ func (h *Handler) tusWrite(w http.ResponseWriter, r *http.Request, next caddyhtt
 		return h.refuse(w, errInvalidRequest.with(err, "%v", err))
 	}
 
-	entry := h.tusEntry(r, info)
+	entry, err := h.tusEntry(r, info, nil)
+	if err != nil {
+		return h.refuse(w, err)
+	}
+	defer entry.Leave()
 	metrics.inFlight.WithLabelValues(kindTus).Inc()
 	defer metrics.inFlight.WithLabelValues(kindTus).Dec()
-	body := &bodyReader{r: r.Body, ctl: ctl, also: entry.counter, declared: r.ContentLength}
-	err = h.tusAppend(info, body, checksum, entry.counter)
+	body := &bodyReader{r: r.Body, ctl: ctl, also: entry.Counter(), declared: r.ContentLength}
+	err = h.tusAppend(info, body, checksum, entry.Counter())
 	metrics.bytes.WithLabelValues(kindTus).Add(float64(body.n.Load()))
 	if err != nil {
 		var ue *uploadError
@@ -402,7 +407,7 @@ func (h *Handler) tusWrite(w http.ResponseWriter, r *http.Request, next caddyhtt
 	if info.Length >= 0 && info.Offset == info.Length {
 		if info.Partial {
 			// Complete, waiting for its final upload: no longer in flight.
-			h.root.progress.finish(entry, stateDone, 0, "", nil)
+			_ = entry.Finish(r.Context(), progress.End{State: stateDone})
 		} else if err := h.tusComplete(r, info); err != nil {
 			h.terminate(r, info, stateError, err)
 			return h.refuse(w, err)
@@ -584,7 +589,7 @@ func (h *Handler) tusSave(sink *fileSink, info *tus.Info, fileHash hash.Hash) er
 	if err := tus.SaveHash(info, fileHash); err != nil {
 		return err
 	}
-	info.Expires = h.root.progress.clock().Add(time.Duration(h.ChunkExpiry))
+	info.Expires = h.root.now().Add(time.Duration(h.ChunkExpiry))
 	return storeError(h.root.saveTus(info, h.fsync))
 }
 
@@ -666,7 +671,6 @@ func (h *Handler) tusAnnounce(w http.ResponseWriter, r *http.Request, next caddy
 
 // tusFinished records the end of a resumable upload: progress and metrics.
 func (h *Handler) tusFinished(r *http.Request, info *tus.Info, state string, err error) {
-	e := h.tusEntry(r, info)
 	status, code := 0, ""
 	var files []storedFile
 	var ue *uploadError
@@ -678,7 +682,11 @@ func (h *Handler) tusFinished(r *http.Request, info *tus.Info, state string, err
 	case err != nil:
 		status, code = http.StatusInternalServerError, "internal-error"
 	}
-	h.root.progress.finish(e, state, status, code, files)
+	if e, perr := h.tusEntry(r, info, nil); perr == nil {
+		_ = e.Finish(r.Context(), progress.End{State: state, Status: status, Code: code, Files: filesJSON(files)})
+	} else {
+		h.logger.Warn("recording the end of an upload", zap.Error(perr))
+	}
 	metrics.uploads.WithLabelValues(kindTus, state).Inc()
 	metrics.duration.WithLabelValues(kindTus, state).Observe(time.Since(info.Created).Seconds())
 }

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/reflexupload/caddy-reflex-upload/internal/progress"
 )
 
 // rawUpload is an upload sent by hand over a TCP connection, so a test can
@@ -350,13 +352,28 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-// registryOf finds the progress registry of an upload root.
-func registryOf(t *testing.T, root string) *registry {
+// progressBody is the progress JSON as a client reads it.
+type progressBody struct {
+	ID        string       `json:"id"`
+	Kind      string       `json:"kind,omitempty"`
+	State     string       `json:"state"`
+	Received  int64        `json:"received"`
+	Size      *int64       `json:"size,omitempty"`
+	Speed     int64        `json:"speed"`
+	StartedAt *time.Time   `json:"started_at,omitempty"`
+	Status    int          `json:"status,omitempty"`
+	Code      string       `json:"code,omitempty"`
+	Files     []storedFile `json:"files,omitempty"`
+}
+
+// registryOf finds an open upload root, whose clock tests replace and
+// whose progress registry they look into.
+func registryOf(t *testing.T, root string) *uploadRoot {
 	t.Helper()
-	var reg *registry
+	var reg *uploadRoot
 	roots.Range(func(key, value any) bool {
 		if key == root {
-			reg = value.(*uploadRoot).progress
+			reg = value.(*uploadRoot)
 			return false
 		}
 		return true
@@ -395,26 +412,8 @@ func TestE2ERetention(t *testing.T) {
 	if p := progressOf(t, "ret-2"); p.State != stateStarting {
 		t.Errorf("ret-2 past retention: %+v", p)
 	}
-	if n := reg.size(); n != 0 {
+	if n := reg.progress.(*progress.Memory).Len(); n != 0 {
 		t.Errorf("registry holds %d entries past retention; want 0", n)
-	}
-}
-
-func TestRegistryCap(t *testing.T) {
-	reg := newRegistry()
-	reg.configure(time.Hour, 5)
-	for i := range 20 {
-		e := &progressEntry{key: progressKey{id: fmt.Sprint(i)}, received: func() int64 { return 1 }, size: -1}
-		if err := reg.start(e); err != nil {
-			t.Fatal(err)
-		}
-		reg.finish(e, stateDone, 0, "", nil)
-	}
-	if n := reg.size(); n != 5 {
-		t.Fatalf("registry holds %d finished entries; want the cap, 5", n)
-	}
-	if reg.lookup(progressKey{id: "19"}) == nil || reg.lookup(progressKey{id: "14"}) != nil {
-		t.Fatal("the cap must drop the oldest first")
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/reflexupload/caddy-reflex-upload/internal/filecheck"
 	"github.com/reflexupload/caddy-reflex-upload/internal/formstream"
 	"github.com/reflexupload/caddy-reflex-upload/internal/names"
+	"github.com/reflexupload/caddy-reflex-upload/internal/progress"
 	"github.com/reflexupload/caddy-reflex-upload/internal/tus"
 )
 
@@ -215,23 +216,21 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddy
 
 // startUpload puts an upload in the progress registry, makes its request
 // cancellable and counts it in flight. release undoes the last two.
-func (h *Handler) startUpload(w http.ResponseWriter, r *http.Request, id, kind string, body *bodyReader) (context.Context, *progressEntry, func(), error) {
+func (h *Handler) startUpload(w http.ResponseWriter, r *http.Request, id, kind string, body *bodyReader) (context.Context, progress.Upload, func(), error) {
 	ctx, cancel, ctl, release := cancellable(w, r, time.Duration(h.IdleTimeout))
 	body.ctl = ctl
 	size := r.ContentLength
 	if size < 0 {
 		size = -1
 	}
-	entry := &progressEntry{
-		key:      h.requestKey(r, id),
-		kind:     kind,
-		size:     size,
-		received: body.n.Load,
-		cancel:   cancel,
-	}
-	if err := h.root.progress.start(entry); err != nil {
+	entry, err := h.root.progress.Start(r.Context(), h.requestKey(r, id),
+		progress.Begin{Kind: kind, Size: size, Counter: &body.n, Cancel: cancel})
+	if err != nil {
 		release()
-		return nil, nil, nil, errUploadIDInUse
+		if errors.Is(err, progress.ErrIDInUse) {
+			err = errUploadIDInUse
+		}
+		return nil, nil, nil, err
 	}
 	metrics.inFlight.WithLabelValues(kind).Inc()
 	return ctx, entry, func() {
@@ -281,7 +280,7 @@ func (u *upload) run(r *http.Request) error {
 }
 
 // finish records how an upload ended: progress, metrics and placeholders.
-func (h *Handler) finish(r *http.Request, entry *progressEntry, body *bodyReader, files []storedFile, err error, began time.Time) {
+func (h *Handler) finish(r *http.Request, entry progress.Upload, body *bodyReader, files []storedFile, err error, began time.Time) {
 	state, status, code := stateDone, 0, ""
 	var ue *uploadError
 	switch {
@@ -296,15 +295,18 @@ func (h *Handler) finish(r *http.Request, entry *progressEntry, body *bodyReader
 	if err != nil {
 		files = nil
 	}
-	h.root.progress.finish(entry, state, status, code, files)
+	if ferr := entry.Finish(r.Context(), progress.End{State: state, Status: status, Code: code, Files: filesJSON(files)}); ferr != nil {
+		h.logger.Warn("recording the end of an upload", zap.Error(ferr))
+	}
 
 	received := body.n.Load()
-	metrics.uploads.WithLabelValues(entry.kind, state).Inc()
-	metrics.bytes.WithLabelValues(entry.kind).Add(float64(received))
-	metrics.duration.WithLabelValues(entry.kind, state).Observe(time.Since(began).Seconds())
+	kind := entry.Kind()
+	metrics.uploads.WithLabelValues(kind, state).Inc()
+	metrics.bytes.WithLabelValues(kind).Add(float64(received))
+	metrics.duration.WithLabelValues(kind, state).Observe(time.Since(began).Seconds())
 
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
-		repl.Set("http.reflex_upload.id", entry.key.id)
+		repl.Set("http.reflex_upload.id", entry.Key().ID)
 		repl.Set("http.reflex_upload.files", len(files))
 		repl.Set("http.reflex_upload.bytes", received)
 		repl.Set("http.reflex_upload.state", state)

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/reflexupload/caddy-reflex-upload/internal/filecheck"
+	"github.com/reflexupload/caddy-reflex-upload/internal/progress"
 )
 
 func init() {
@@ -220,7 +221,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.Owner = defaultOwner
 	}
 	if h.ProgressRetention == 0 {
-		h.ProgressRetention = caddy.Duration(defaultRetention)
+		h.ProgressRetention = caddy.Duration(progress.DefaultRetention)
 	}
 	if h.IdleTimeout == 0 {
 		h.IdleTimeout = caddy.Duration(defaultIdleTimeout)
@@ -244,7 +245,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.root, err = openUploadRoot(h.Root, h.logger); err != nil {
 		return err
 	}
-	h.root.progress.configure(time.Duration(h.ProgressRetention), defaultMaxFinished)
+	h.root.progress.Configure(time.Duration(h.ProgressRetention), progress.DefaultMaxFinished)
 
 	// The file server reads through storedFS, registered in this config's
 	// file systems under a name of this handler's own.

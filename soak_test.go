@@ -1,6 +1,7 @@
 package reflexupload
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -10,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/reflexupload/caddy-reflex-upload/internal/progress"
 )
 
 // TestSoak runs 200 concurrent uploads of which a third complete, a third
@@ -81,7 +84,7 @@ func TestSoak(t *testing.T) {
 		}
 		inFlight := 0
 		for i := range n {
-			if e := reg.lookup(progressKey{id: fmt.Sprintf("soak-%d", i)}); e != nil && e.snapshotState() == stateUploading {
+			if s, ok, _ := reg.progress.Lookup(context.Background(), progress.Key{ID: fmt.Sprintf("soak-%d", i)}); ok && s.State == stateUploading {
 				inFlight++
 			}
 		}
@@ -98,9 +101,9 @@ func TestSoak(t *testing.T) {
 	}
 
 	// Past retention, the registry forgets them all.
-	clock := &fakeClock{now: time.Now().Add(2 * defaultRetention)}
+	clock := &fakeClock{now: time.Now().Add(2 * progress.DefaultRetention)}
 	reg.setClock(clock.Now)
-	entries := reg.size()
+	entries := reg.progress.(*progress.Memory).Len()
 	reg.setClock(time.Now)
 	if entries != 0 {
 		t.Errorf("%d registry entries past retention; want 0", entries)

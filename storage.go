@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/reflexupload/caddy-reflex-upload/internal/lock"
+	"github.com/reflexupload/caddy-reflex-upload/internal/progress"
 )
 
 // roots holds the open upload roots, shared by the handlers of every loaded
@@ -36,7 +37,10 @@ const tempPrefix = "tmp-"
 type uploadRoot struct {
 	dir      string // absolute path
 	root     *os.Root
-	progress *registry // the uploads in flight and recently finished
+	progress progress.Registry // the uploads in flight and recently finished
+
+	clockMu sync.Mutex
+	clock   func() time.Time // for expiry and retention; replaceable (tests)
 
 	locks   lock.Locker // the one-writer lock of each resumable upload
 	writing tusRequests // this process's tus requests that use an upload
@@ -46,6 +50,24 @@ type uploadRoot struct {
 	held   map[string]*batch // completed resumable uploads the app has yet to accept
 
 	folders sync.Map // folder -> *os.File, opened once, where parked files are opened again (sink.go)
+}
+
+// now reads the upload root's clock.
+func (u *uploadRoot) now() time.Time {
+	u.clockMu.Lock()
+	defer u.clockMu.Unlock()
+	return u.clock()
+}
+
+// setClock replaces the upload root's clock, and the progress registry's
+// when it has one of its own (tests).
+func (u *uploadRoot) setClock(now func() time.Time) {
+	u.clockMu.Lock()
+	u.clock = now
+	u.clockMu.Unlock()
+	if c, ok := u.progress.(interface{ SetClock(func() time.Time) }); ok {
+		c.SetClock(now)
+	}
 }
 
 // Destruct closes the root when the last handler using it is cleaned up.
@@ -78,7 +100,7 @@ func openUploadRoot(dir string, logger *zap.Logger) (*uploadRoot, error) {
 		if err != nil {
 			return nil, fmt.Errorf("opening root: %w", err)
 		}
-		u := &uploadRoot{dir: abs, root: r, progress: newRegistry(), locks: new(lock.Memory), held: map[string]*batch{}}
+		u := &uploadRoot{dir: abs, root: r, progress: progress.NewMemory(), clock: time.Now, locks: new(lock.Memory), held: map[string]*batch{}}
 		u.removeStaleTemps(logger)
 		return u, nil
 	})

@@ -101,7 +101,7 @@ func (h *Handler) sweepTus(now time.Time) int {
 		}
 		if info != nil && now.After(info.Expires) {
 			h.root.removeTus(id)
-			h.root.progress.expire(id)
+			_ = h.root.progress.Expire(h.ctx, id)
 			removed++
 		}
 	}
@@ -122,7 +122,7 @@ func (h *Handler) runSweeper() {
 		case <-h.ctx.Done():
 			return
 		case <-tick.C:
-			if n := h.sweepTus(h.root.progress.clock()); n > 0 {
+			if n := h.sweepTus(h.root.now()); n > 0 {
 				h.logger.Info("removed expired resumable uploads", zap.Int("count", n))
 			}
 		}
