@@ -274,11 +274,11 @@ func (h *Handler) serveTusHead(w http.ResponseWriter, r *http.Request, id string
 	// A client asks for the offset to resume from: a PATCH still in flight
 	// (typically one whose connection died without the server noticing) is
 	// stopped, so the offset given counts every byte it received.
-	_, _, done, err := h.becomeWriter(w, r, id, errInterrupted, 0)
+	turn, err := h.becomeWriter(w, r, id, 0)
 	if err != nil {
 		return h.refuse(w, err)
 	}
-	defer done()
+	defer turn.end()
 	info, err := h.loadOwned(r, id)
 	if err != nil {
 		return h.refuse(w, tusLoadError(err))
@@ -329,11 +329,12 @@ func (h *Handler) serveTusPatch(w http.ResponseWriter, r *http.Request, next cad
 // writer, and completes the upload when its last byte arrives. It answers
 // with status on success.
 func (h *Handler) tusWrite(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, id string, offset int64, status int) error {
-	ctx, ctl, done, err := h.becomeWriter(w, r, id, errInterrupted, time.Duration(h.IdleTimeout))
+	turn, err := h.becomeWriter(w, r, id, time.Duration(h.IdleTimeout))
 	if err != nil {
 		return h.refuse(w, err)
 	}
-	defer done()
+	defer turn.end()
+	ctx := turn.ctx
 
 	// Read the state again: the request that had the upload may have moved it.
 	info, err := h.loadOwned(r, id)
@@ -370,14 +371,14 @@ func (h *Handler) tusWrite(w http.ResponseWriter, r *http.Request, next caddyhtt
 		return h.refuse(w, errInvalidRequest.with(err, "%v", err))
 	}
 
-	entry, err := h.tusEntry(r, info, nil)
+	entry, err := h.tusEntry(r, info, turn.cancel) // a cancel of the upload stops this request
 	if err != nil {
 		return h.refuse(w, err)
 	}
 	defer entry.Leave()
 	metrics.inFlight.WithLabelValues(kindTus).Inc()
 	defer metrics.inFlight.WithLabelValues(kindTus).Dec()
-	body := &bodyReader{r: r.Body, ctl: ctl, also: entry.Counter(), declared: r.ContentLength}
+	body := &bodyReader{r: r.Body, ctl: turn.ctl, also: entry.Counter(), declared: r.ContentLength}
 	err = h.tusAppend(info, body, checksum, entry.Counter())
 	metrics.bytes.WithLabelValues(kindTus).Add(float64(body.n.Load()))
 	if err != nil {
@@ -710,11 +711,16 @@ func (h *Handler) serveTusDelete(w http.ResponseWriter, r *http.Request, id stri
 	if _, err := h.loadOwned(r, id); err != nil {
 		return h.refuse(w, tusLoadError(err))
 	}
-	_, _, done, err := h.becomeWriter(w, r, id, errCancelled, 0)
+	// A PATCH in flight is cancelled (wherever it is received, with a
+	// shared registry), then the upload is taken over and removed.
+	if err := h.cancelTus(r, id); err != nil {
+		return h.refuse(w, err)
+	}
+	turn, err := h.becomeWriter(w, r, id, 0)
 	if err != nil {
 		return h.refuse(w, err)
 	}
-	defer done()
+	defer turn.end()
 	info, err := h.loadOwned(r, id)
 	if err != nil {
 		return h.refuse(w, tusLoadError(err))
@@ -724,6 +730,23 @@ func (h *Handler) serveTusDelete(w http.ResponseWriter, r *http.Request, id stri
 	}
 	h.terminate(r, info, stateCancelled, errUploadCancelled)
 	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// cancelTus cancels the requests receiving resumable upload id through the
+// progress registry: the one cancel path of both kinds of upload. An
+// entry of another kind under the same id (a standard upload's
+// X-Progress-ID) is not this upload's and is left alone.
+func (h *Handler) cancelTus(r *http.Request, id string) error {
+	key := h.requestKey(r, id)
+	snap, ok, err := h.root.progress.Lookup(r.Context(), key)
+	if err != nil || !ok || snap.Kind != kindTus {
+		return err
+	}
+	if err := h.root.progress.Cancel(r.Context(), key); err != nil &&
+		!errors.Is(err, progress.ErrNotFound) && !errors.Is(err, progress.ErrFinished) {
+		return err
+	}
 	return nil
 }
 

@@ -216,3 +216,35 @@ func TestTusConcatRaces(t *testing.T) {
 		t.Errorf("%d state files left; want %d, one per final upload", n, len(want))
 	}
 }
+
+// TestTusDeleteCancelsPatch terminates an upload while its PATCH is in
+// flight and stalled: the PATCH stops at once and answers 409
+// upload-cancelled, the DELETE 204, and nothing of the upload is left.
+func TestTusDeleteCancelsPatch(t *testing.T) {
+	root := startSite(t, "reflex_upload {\nroot ROOT\n}")
+	data := randomBytes(t, 300_000)
+	loc := tusCreate(t, len(data), "gone.bin", "Reflex-Client-Token", "alice")
+	id := strings.TrimPrefix(loc, tusEndpoint+"/")
+
+	up := dialRaw(t, fmt.Sprintf("PATCH %s HTTP/1.1\r\nHost: localhost\r\nTus-Resumable: 1.0.0\r\nReflex-Client-Token: alice\r\n"+
+		"Content-Type: %s\r\nUpload-Offset: 0\r\nContent-Length: %d\r\n\r\n", loc, tusContentType, len(data)))
+	if _, err := up.conn.Write(data[:100_000]); err != nil {
+		t.Fatal(err)
+	}
+	waitProgress(t, id, func(p progressBody) bool { return p.Received >= 100_000 }, "Reflex-Client-Token", "alice")
+
+	res, body := tusDo(t, http.MethodDelete, loc, nil, "Reflex-Client-Token", "alice")
+	if res.StatusCode != http.StatusNoContent {
+		t.Fatalf("DELETE: %d %s", res.StatusCode, body)
+	}
+	res, body = up.response(t)
+	assertError(t, res, body, http.StatusConflict, "upload-cancelled", "")
+	if p := progressOf(t, id, "Reflex-Client-Token", "alice"); p.State != stateCancelled {
+		t.Errorf("progress after the DELETE: %+v; want cancelled", p)
+	}
+	res, _ = tusDo(t, http.MethodHead, loc, nil, "Reflex-Client-Token", "alice")
+	if res.StatusCode != http.StatusNotFound {
+		t.Errorf("HEAD after the DELETE: %d; want 404", res.StatusCode)
+	}
+	assertStored(t, root)
+}

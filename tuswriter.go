@@ -20,8 +20,7 @@ import (
 //
 // tusRequests keeps what only this process needs to know of its own tus
 // requests: which uploads they use (the sweeper leaves those alone) and how
-// to stop the one writing to each (a DELETE's cancel, and the process's
-// exit).
+// to stop the one writing to each at the process's exit.
 type tusRequests struct {
 	mu      sync.Mutex
 	uses    map[string]*tusUse
@@ -74,15 +73,6 @@ func (t *tusRequests) holding(id string, stop context.CancelCauseFunc) {
 	}
 }
 
-// stop stops, with cause, the request of this process holding upload id.
-func (t *tusRequests) stop(id string, cause error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if u := t.uses[id]; u != nil && u.stop != nil {
-		u.stop(cause)
-	}
-}
-
 // stopAll stops, with cause, every request writing to an upload now and
 // every one that becomes a writer from now on: the process is exiting.
 func (t *tusRequests) stopAll(cause error) {
@@ -103,26 +93,29 @@ func (t *tusRequests) busy(id string) bool {
 	return t.uses[id] != nil
 }
 
+// writerTurn is a request's turn as the one writer of an upload.
+type writerTurn struct {
+	ctx    context.Context
+	ctl    *readControl
+	cancel context.CancelCauseFunc // stops the request, with a cause
+	end    func()                  // ends the turn
+}
+
 // becomeWriter makes the request the one writer of upload id: the request
-// writing now is stopped (with cause, when it is one of this process's; a
-// newer request's take-over is errInterrupted) and waited for. It returns
-// the request's context and read control, and the function that ends its
-// turn.
-func (h *Handler) becomeWriter(w http.ResponseWriter, r *http.Request, id string, cause error, idle time.Duration) (context.Context, *readControl, func(), error) {
+// writing now is asked to let go (it is stopped with errInterrupted) and
+// waited for.
+func (h *Handler) becomeWriter(w http.ResponseWriter, r *http.Request, id string, idle time.Duration) (*writerTurn, error) {
 	h.watchShutdown(r)
 	ctx, cancel, ctl, release := cancellable(w, r, idle)
 	reqs := &h.root.writing
 	reqs.enter(id)
-	if cause != errInterrupted {
-		reqs.stop(id, cause)
-	}
 	// The wait outlives a client that goes away meanwhile, as the request
 	// would go on after it anyway.
 	held, err := h.root.locks.Lock(context.WithoutCancel(ctx), id, func() { cancel(errInterrupted) })
 	if err != nil {
 		reqs.leave(id)
 		release()
-		return nil, nil, nil, err
+		return nil, err
 	}
 	reqs.holding(id, cancel)
 	if ch := held.Lost(); ch != nil {
@@ -134,12 +127,12 @@ func (h *Handler) becomeWriter(w http.ResponseWriter, r *http.Request, id string
 			}
 		}()
 	}
-	return ctx, ctl, func() {
+	return &writerTurn{ctx: ctx, ctl: ctl, cancel: cancel, end: func() {
 		reqs.holding(id, nil)
 		_ = held.Unlock(context.WithoutCancel(ctx))
 		reqs.leave(id)
 		release()
-	}, nil
+	}}, nil
 }
 
 // holdUploads makes the request the writer of the uploads ids without
