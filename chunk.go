@@ -23,6 +23,7 @@ import (
 	"github.com/reflexupload/caddy-reflex-upload/internal/filecheck"
 	"github.com/reflexupload/caddy-reflex-upload/internal/names"
 	"github.com/reflexupload/caddy-reflex-upload/internal/progress"
+	"github.com/reflexupload/caddy-reflex-upload/internal/store"
 	"github.com/reflexupload/caddy-reflex-upload/internal/tus"
 )
 
@@ -32,7 +33,6 @@ import (
 // concatenation.
 const (
 	tusVersion     = tus.Version
-	tusExtensions  = "creation,creation-with-upload,creation-defer-length,termination,expiration,checksum,concatenation"
 	tusContentType = tus.ContentType
 )
 
@@ -63,7 +63,7 @@ func (h *Handler) serveTusOptions(w http.ResponseWriter) error {
 	hdr := w.Header()
 	hdr.Set("Tus-Resumable", tusVersion)
 	hdr.Set("Tus-Version", tusVersion)
-	hdr.Set("Tus-Extension", tusExtensions)
+	hdr.Set("Tus-Extension", tus.Extensions(h.root.data))
 	hdr.Set("Tus-Checksum-Algorithm", tus.Checksums)
 	if h.MaxSize > 0 {
 		hdr.Set("Tus-Max-Size", strconv.FormatInt(h.MaxSize, 10))
@@ -101,7 +101,7 @@ func (h *Handler) loadOwned(r *http.Request, id string) (*tus.Info, error) {
 	if !tus.ValidID(id) {
 		return nil, fs.ErrNotExist
 	}
-	info, err := h.root.loadTus(id)
+	info, err := h.states.Load(r.Context(), id)
 	if err != nil {
 		return nil, err
 	}
@@ -166,7 +166,7 @@ func (h *Handler) serveTusCreate(w http.ResponseWriter, r *http.Request, next ca
 			return h.refuse(w, errInvalidRequest.with(nil, "Upload-Length must be a non-negative integer"))
 		}
 		info.Length = n
-	} else if r.Header.Get("Upload-Defer-Length") != "1" {
+	} else if r.Header.Get("Upload-Defer-Length") != "1" || !defersLength(h.root.data) {
 		return h.refuse(w, errTusLengthUnknown)
 	}
 	if err := h.checkTusLength(info); err != nil {
@@ -182,15 +182,11 @@ func (h *Handler) serveTusCreate(w http.ResponseWriter, r *http.Request, next ca
 		return h.refuse(w, errFileTooLarge.with(errPastLength, "the body is longer than Upload-Length").withFile(info.SentName))
 	}
 
-	f, err := h.root.root.OpenFile(tusDataPath(info.ID), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
+	if err := h.root.data.Create(r.Context(), info.ID); err != nil {
 		return h.refuse(w, storeError(err))
 	}
-	if err := f.Close(); err != nil {
-		return h.refuse(w, storeError(err))
-	}
-	if err := h.root.saveTus(info, h.fsync); err != nil {
-		h.root.removeTus(info.ID)
+	if err := h.states.Save(r.Context(), info); err != nil {
+		h.root.removeTus(r.Context(), info.ID)
 		return h.refuse(w, storeError(err))
 	}
 	w.Header().Set("Location", h.tusURL(info.ID))
@@ -201,7 +197,7 @@ func (h *Handler) serveTusCreate(w http.ResponseWriter, r *http.Request, next ca
 	}
 	e, err := h.tusEntry(r, info, nil)
 	if err != nil {
-		h.root.removeTus(info.ID)
+		h.root.removeTus(r.Context(), info.ID)
 		return h.refuse(w, err)
 	}
 	e.Leave() // in flight between its requests
@@ -212,6 +208,12 @@ func (h *Handler) serveTusCreate(w http.ResponseWriter, r *http.Request, next ca
 	setTusExpires(w, info)
 	w.WriteHeader(http.StatusCreated)
 	return nil
+}
+
+// defersLength reports whether a backend takes uploads of deferred length.
+func defersLength(d tus.Data) bool {
+	ld, ok := d.(tus.LengthDeferrer)
+	return ok && ld.DefersLength()
 }
 
 // checkTusLength checks a declared length against the size limits.
@@ -240,7 +242,7 @@ func (h *Handler) checkTusName(info *tus.Info) error {
 		return errInvalidFilename.with(err, "%v", err).withFile(info.SentName)
 	}
 	info.Name = name
-	if h.OnConflict == conflictReject && h.root.exists(name) {
+	if h.OnConflict == conflictReject && h.root.files.Exists(context.Background(), name) {
 		return errFileExists.withFile(info.SentName)
 	}
 	if err := h.check.CheckName(name, info.Declared); err != nil {
@@ -434,19 +436,16 @@ func (h *Handler) tusAnswer(w http.ResponseWriter, info *tus.Info, status int) e
 // mismatch discards it. counter, which the body's reads move on, is set
 // back to what is kept when a chunk is not.
 func (h *Handler) tusAppend(info *tus.Info, body *bodyReader, checksum *tus.Checksum, counter *atomic.Int64) error {
-	f, err := h.root.root.OpenFile(tusDataPath(info.ID), os.O_RDWR|os.O_CREATE, 0o644)
+	// Bytes past the saved offset were never confirmed (a crash, a
+	// discarded chunk): Append drops them.
+	appender, err := h.root.data.Append(context.Background(), info.ID, info.Offset)
 	if err != nil {
 		return storeError(err)
 	}
-	// Bytes past the saved offset were never confirmed (a crash, a
-	// discarded chunk): drop them.
-	if err := f.Truncate(info.Offset); err != nil {
-		f.Close()
-		return storeError(err)
-	}
-	if _, err := f.Seek(info.Offset, io.SeekStart); err != nil {
-		f.Close()
-		return err
+	f, ok := appender.(*os.File) // the file sink writes local files
+	if !ok {
+		_ = appender.Close()
+		return errors.New("the store's resumable uploads are not local files")
 	}
 	var fileHash hash.Hash
 	if h.Hash == hashSHA256 {
@@ -455,10 +454,10 @@ func (h *Handler) tusAppend(info *tus.Info, body *bodyReader, checksum *tus.Chec
 			return err
 		}
 	}
-	sink := newFileSink(f, fileHash, h.root.appendTo(tusDataPath(info.ID)))
+	sink := newFileSink(f, fileHash, h.root.appendTo(store.TusData(info.ID)))
 	start, saved := info.Offset, *info
 
-	check, err := h.tusCheck(info, f)
+	check, err := h.tusCheck(info)
 	if err != nil {
 		_ = sink.close(false)
 		return err
@@ -515,7 +514,7 @@ func (h *Handler) tusAppend(info *tus.Info, body *bodyReader, checksum *tus.Chec
 		counter.Store(start)
 		_ = sink.close(false)
 		if checkpointed {
-			if err := h.root.saveTus(info, h.fsync); err != nil {
+			if err := h.states.Save(context.Background(), info); err != nil {
 				return storeError(err)
 			}
 		}
@@ -591,14 +590,14 @@ func (h *Handler) tusSave(sink *fileSink, info *tus.Info, fileHash hash.Hash) er
 		return err
 	}
 	info.Expires = h.root.now().Add(time.Duration(h.ChunkExpiry))
-	return storeError(h.root.saveTus(info, h.fsync))
+	return storeError(h.states.Save(context.Background(), info))
 }
 
 // tusCheck resumes the checks of an upload's file at its offset: its type
 // (from the first bytes on disk, until it is known) and, while its length
 // is deferred, max_size. A partial upload's type is checked as part of its
 // final upload.
-func (h *Handler) tusCheck(info *tus.Info, f *os.File) (*filecheck.Check, error) {
+func (h *Handler) tusCheck(info *tus.Info) (*filecheck.Check, error) {
 	rules := &h.check
 	if info.Length >= 0 {
 		// Upload-Length was checked against max_size already; the data
@@ -613,9 +612,11 @@ func (h *Handler) tusCheck(info *tus.Info, f *os.File) (*filecheck.Check, error)
 	var head []byte
 	if !info.TypeChecked {
 		head = make([]byte, min(info.Offset, filecheck.SniffLen))
-		if _, err := f.ReadAt(head, 0); err != nil {
+		n, err := h.root.data.ReadHead(context.Background(), info.ID, head)
+		if err != nil {
 			return nil, storeError(err)
 		}
+		head = head[:n]
 	}
 	check, err := rules.Resume(info.Name, info.Declared, info.Offset, head, info.ContentType)
 	if err != nil {
@@ -630,7 +631,7 @@ func (h *Handler) tusComplete(r *http.Request, info *tus.Info) error {
 	if err := h.check.CheckMin(info.Offset); err != nil {
 		return checkError(err, info.SentName)
 	}
-	stored, err := h.publishTus(info, tusDataPath(info.ID))
+	stored, err := h.publishTus(info, store.TusData(info.ID))
 	if err != nil {
 		return err
 	}
@@ -645,7 +646,7 @@ func (h *Handler) tusComplete(r *http.Request, info *tus.Info) error {
 		sf.SHA256 = hex.EncodeToString(fh.Sum(nil))
 	}
 	info.Done, info.Stored, info.HashState = true, sf, nil
-	if err := h.root.saveTus(info, h.fsync); err != nil {
+	if err := h.states.Save(context.Background(), info); err != nil {
 		return err
 	}
 	if h.Mode != modeForward {
@@ -694,7 +695,7 @@ func (h *Handler) tusFinished(r *http.Request, info *tus.Info, state string, err
 
 // terminate removes an upload that ended without a file.
 func (h *Handler) terminate(r *http.Request, info *tus.Info, state string, err error) {
-	h.root.removeTus(info.ID)
+	h.root.removeTus(r.Context(), info.ID)
 	h.tusFinished(r, info, state, err)
 }
 
@@ -792,7 +793,7 @@ func (h *Handler) serveTusConcat(w http.ResponseWriter, r *http.Request, next ca
 	if err != nil {
 		return h.refuse(w, storeError(err))
 	}
-	defer h.root.removeTemp(tmp) // gone already once committed
+	defer h.root.files.RemoveTemp(tmp) // gone already once committed
 	if err := h.concatParts(f, info, parts); err != nil {
 		return h.refuse(w, err)
 	}
@@ -802,11 +803,11 @@ func (h *Handler) serveTusConcat(w http.ResponseWriter, r *http.Request, next ca
 	}
 	info.Stored.Name, info.Stored.Path, info.Stored.URL = path.Base(stored), stored, h.fileURL(stored)
 	info.Done = true
-	if err := h.root.saveTus(info, h.fsync); err != nil {
+	if err := h.states.Save(context.Background(), info); err != nil {
 		return h.refuse(w, storeError(err))
 	}
 	for _, p := range parts {
-		h.root.removeTus(p.ID)
+		h.root.removeTus(r.Context(), p.ID)
 	}
 	w.Header().Set("Location", h.tusURL(info.ID))
 	if h.Mode == modeForward {
@@ -841,12 +842,17 @@ func (h *Handler) loadParts(r *http.Request, urls, ids []string) ([]*tus.Info, e
 // concatParts writes the partial uploads' data into f, hashing and checking
 // the type on the way, and closes f.
 func (h *Handler) concatParts(f *os.File, info *tus.Info, parts []*tus.Info) error {
+	reader, ok := h.root.data.(tus.Reader)
+	if !ok {
+		f.Close()
+		return errInvalidRequest.with(nil, "this server's store cannot concatenate uploads")
+	}
 	sink := newFileSink(f, h.newHash(), nil)
 	check := h.check.New(info.Name, info.Declared)
 	bufp := bufpool.Get(bufpool.Large) // files on disk: no waiting
 	defer bufpool.Put(bufp)
 	for _, p := range parts {
-		pf, err := h.root.root.Open(tusDataPath(p.ID))
+		pf, err := reader.Open(context.Background(), p.ID)
 		if err != nil {
 			_ = sink.close(false)
 			if errors.Is(err, fs.ErrNotExist) {

@@ -599,7 +599,7 @@ func TestTusExpiry(t *testing.T) {
 	assertError(t, res, body, http.StatusGone, "upload-expired", "")
 
 	h := handlerOf(t, root)
-	if n := h.sweepTus(clock.Now()); n != 2 {
+	if n := h.root.sweepTus(clock.Now()); n != 2 {
 		t.Fatalf("the sweeper removed %d uploads; want 2", n)
 	}
 	assertStored(t, root)

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/caddytest"
+
+	"github.com/reflexupload/caddy-reflex-upload/internal/store"
 )
 
 // The end-to-end tests run a real Caddy (in this process, through Caddy's
@@ -369,3 +371,6 @@ func pngBytes() []byte {
 		"1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082")
 	return b
 }
+
+// tempPrefix names the temp files in the private folder.
+const tempPrefix = store.TempPrefix

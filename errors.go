@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"syscall"
+
+	"github.com/reflexupload/caddy-reflex-upload/internal/store"
 )
 
 // uploadError is a failure the client is told about: a stable code
@@ -93,6 +95,4 @@ func isNoSpace(err error) bool {
 
 // isOutOfDescriptors reports whether err is the process (EMFILE) or the
 // system (ENFILE) out of file descriptors.
-func isOutOfDescriptors(err error) bool {
-	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
-}
+func isOutOfDescriptors(err error) bool { return store.OutOfDescriptors(err) }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/reflexupload/caddy-reflex-upload/internal/store"
 	"github.com/reflexupload/caddy-reflex-upload/internal/tus"
 )
 
@@ -109,7 +110,7 @@ func appRequest(r *http.Request, meta uploadResult) *http.Request {
 // its answer back unchanged. A refusal (forward_fail_status) or an error
 // undoes what the request stored: its files are removed and the files they
 // replaced come back. It returns the app's status.
-func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, meta uploadResult, placed *batch) (int, error) {
+func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, meta uploadResult, placed store.Publisher) (int, error) {
 	sw := &statusWriter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
 	err := next.ServeHTTP(sw, appRequest(r, meta))
 	status := sw.status
@@ -120,9 +121,9 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 		}
 	}
 	if err != nil || h.appRefused(status) {
-		placed.undo()
+		placed.Undo()
 	} else {
-		placed.keep()
+		placed.Keep()
 	}
 	return status, err
 }
@@ -132,19 +133,19 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 // held until the app has answered (announceTus), so that a refusal can give
 // back the file it replaced.
 func (h *Handler) publishTus(info *tus.Info, tmp string) (string, error) {
-	b := h.root.newBatch(h.OnConflict, h.fsync)
-	if _, err := b.plan([]string{info.Name}); err != nil {
+	b := h.root.files.NewBatch(store.Policy(h.OnConflict), h.fsync)
+	if _, err := b.Plan([]string{info.Name}); err != nil {
 		return "", conflictError(err, info.SentName)
 	}
-	stored, err := b.put(0, tmp)
+	stored, err := b.Put(0, tmp)
 	if err != nil {
-		b.undo()
+		b.Undo()
 		return "", conflictError(err, info.SentName)
 	}
 	if h.Mode == modeForward {
 		h.root.hold(info.ID, b)
 	} else {
-		b.keep()
+		b.Keep()
 	}
 	return stored, nil
 }
@@ -172,10 +173,10 @@ func (h *Handler) announceTus(w http.ResponseWriter, r *http.Request, next caddy
 	status := rec.Status()
 	placed := h.root.unhold(info.ID)
 	if err == nil && !h.appRefused(status) {
-		placed.keep()
+		placed.Keep()
 		return false, nil
 	}
-	placed.undo()
+	placed.Undo()
 	if err != nil {
 		return true, err
 	}

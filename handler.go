@@ -22,6 +22,7 @@ import (
 	"github.com/reflexupload/caddy-reflex-upload/internal/formstream"
 	"github.com/reflexupload/caddy-reflex-upload/internal/names"
 	"github.com/reflexupload/caddy-reflex-upload/internal/progress"
+	"github.com/reflexupload/caddy-reflex-upload/internal/store"
 	"github.com/reflexupload/caddy-reflex-upload/internal/tus"
 )
 
@@ -151,7 +152,7 @@ type upload struct {
 	nField int
 	// fieldBytes counts the names and values of the fields kept.
 	fieldBytes int64
-	placed     *batch // the files moved into place, until kept or undone
+	placed     store.Publisher // the files moved into place, until kept or undone
 }
 
 // serveUpload receives a multipart/form-data body, streaming each file part
@@ -198,7 +199,7 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddy
 		h.finish(r, entry, u.body, res.Files, err, began)
 		return err
 	}
-	u.placed.keep()
+	u.placed.Keep()
 	h.finish(r, entry, u.body, res.Files, nil, began)
 
 	if r.Header.Get("Reflex-Client-Token") != "" && r.Header.Get("Reflex-Event-Handler") != "" {
@@ -383,7 +384,7 @@ func (u *upload) receiveFile(part *formstream.Part) error {
 	if err != nil {
 		return errInvalidFilename.with(err, "%v", err).withFile(sent)
 	}
-	if h.OnConflict == conflictReject && h.root.exists(name) {
+	if h.OnConflict == conflictReject && h.root.files.Exists(context.Background(), name) {
 		return errFileExists.withFile(sent)
 	}
 
@@ -463,14 +464,14 @@ func (u *upload) commit() error {
 	for i, f := range u.files {
 		names[i] = f.Path
 	}
-	b := h.root.newBatch(h.OnConflict, h.fsync)
-	if i, err := b.plan(names); err != nil {
+	b := h.root.files.NewBatch(store.Policy(h.OnConflict), h.fsync)
+	if i, err := b.Plan(names); err != nil {
 		return conflictError(err, u.files[i].sent)
 	}
 	for i, f := range u.files {
-		stored, err := b.put(i, f.tmp)
+		stored, err := b.Put(i, f.tmp)
 		if err != nil {
-			b.undo()
+			b.Undo()
 			return conflictError(err, f.sent)
 		}
 		f.tmp = ""
@@ -497,7 +498,7 @@ func conflictError(err error, sent string) error {
 func (u *upload) discard() {
 	for _, f := range u.files {
 		if f.tmp != "" {
-			u.h.root.removeTemp(f.tmp)
+			u.h.root.files.RemoveTemp(f.tmp)
 			f.tmp = ""
 		}
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/reflexupload/caddy-reflex-upload/internal/filecheck"
 	"github.com/reflexupload/caddy-reflex-upload/internal/progress"
+	"github.com/reflexupload/caddy-reflex-upload/internal/tus"
 )
 
 func init() {
@@ -171,6 +172,7 @@ type Handler struct {
 	failStatus []statusRange
 	root       *uploadRoot
 	check      filecheck.Rules
+	states     tus.States // the state of resumable uploads
 	fsync      bool
 	files      *fileserver.FileServer
 	fsName     string // the key of storedFS in the config's file systems
@@ -245,23 +247,24 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.root, err = openUploadRoot(h.Root, h.logger); err != nil {
 		return err
 	}
+	h.states = h.root.local.TusStates(h.fsync)
+	h.root.setSweepInterval(time.Duration(h.ChunkExpiry))
 	h.root.progress.Configure(time.Duration(h.ProgressRetention), progress.DefaultMaxFinished)
 
 	// The file server reads through storedFS, registered in this config's
 	// file systems under a name of this handler's own.
 	h.fsName = "reflex_upload " + newID()
-	ctx.FileSystems().Register(h.fsName, newStoredFS(h.root))
+	ctx.FileSystems().Register(h.fsName, h.root.files.FS())
 	h.files = &fileserver.FileServer{
 		FileSystem:    h.fsName,
-		Root:          h.root.dir,
-		Hide:          []string{filepath.Join(h.root.dir, reservedDir)},
+		Root:          h.root.files.ServeRoot(),
+		Hide:          []string{filepath.Join(h.root.files.ServeRoot(), reservedDir)},
 		IndexNames:    []string{}, // a folder is never answered with an index file
 		CanonicalURIs: new(bool),  // nor redirected: folders are simply not found
 	}
 	if err := h.files.Provision(ctx); err != nil {
 		return fmt.Errorf("provisioning file server: %w", err)
 	}
-	go h.runSweeper()
 	return nil
 }
 

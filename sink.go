@@ -2,7 +2,6 @@ package reflexupload
 
 import (
 	"encoding/hex"
-	"errors"
 	"hash"
 	"io/fs"
 	"os"
@@ -71,7 +70,13 @@ func (u *uploadRoot) appendTo(name string) *parking {
 	if d, ok := u.folders.Load(dir); ok {
 		return &parking{dir: d.(*os.File), name: path.Base(name)}
 	}
-	d, err := u.root.Open(dir)
+	local, ok := u.files.(interface {
+		OpenFolder(string) (*os.File, error)
+	})
+	if !ok {
+		return nil
+	}
+	d, err := local.OpenFolder(dir)
 	if err != nil {
 		return nil
 	}
@@ -261,24 +266,4 @@ func waitDescriptor(open func() error) error {
 		err = open()
 	}
 	return err
-}
-
-// removeTemp removes a temp file. Removing needs a descriptor (to open its
-// folder), so when the process is out of them it tries again in the
-// background, backing off, for about a minute: a refused upload leaves
-// nothing behind once the pressure passes (and provisioning removes what a
-// crash left).
-func (u *uploadRoot) removeTemp(name string) {
-	err := u.root.Remove(name)
-	if err == nil || errors.Is(err, fs.ErrNotExist) || !isOutOfDescriptors(err) {
-		return
-	}
-	go func() {
-		for d := 10 * time.Millisecond; d < 30*time.Second; d *= 2 {
-			time.Sleep(d)
-			if err := u.root.Remove(name); err == nil || !isOutOfDescriptors(err) {
-				return
-			}
-		}
-	}()
 }

@@ -1,0 +1,73 @@
+package reflexupload
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// sweepTus removes the resumable uploads expired at now, except those a
+// request of this process is using, and the state files nobody can use
+// (no data, broken).
+func (u *uploadRoot) sweepTus(now time.Time) int {
+	ctx := context.Background()
+	ids, err := u.states.List(ctx)
+	if err != nil {
+		return 0
+	}
+	removed := 0
+	for _, id := range ids {
+		if u.writing.busy(id) {
+			continue
+		}
+		info, err := u.states.Load(ctx, id)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			u.removeTus(ctx, id)
+			removed++
+			continue
+		}
+		if info != nil && now.After(info.Expires) {
+			u.removeTus(ctx, id)
+			_ = u.progress.Expire(ctx, id)
+			removed++
+		}
+	}
+	return removed
+}
+
+// removeTus removes a resumable upload's data and state.
+func (u *uploadRoot) removeTus(ctx context.Context, id string) {
+	_ = u.data.Remove(ctx, id)
+	_ = u.states.Delete(ctx, id)
+}
+
+// sweepInterval is how often the sweeper looks for expired uploads.
+func sweepInterval(expiry time.Duration) time.Duration {
+	return min(max(expiry/4, time.Second), 10*time.Minute)
+}
+
+// setSweepInterval sets how often the sweeper runs, from the chunk_expiry
+// of the handler provisioned last.
+func (u *uploadRoot) setSweepInterval(expiry time.Duration) {
+	u.sweepEvery.Store(int64(sweepInterval(expiry)))
+}
+
+// runSweeper removes expired uploads until the upload root is closed: one
+// sweeper per root, whatever the number of handlers and config reloads.
+func (u *uploadRoot) runSweeper(logger *zap.Logger) {
+	for {
+		t := time.NewTimer(time.Duration(u.sweepEvery.Load()))
+		select {
+		case <-u.closed:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if n := u.sweepTus(u.now()); n > 0 {
+			logger.Info("removed expired resumable uploads", zap.Int("count", n))
+		}
+	}
+}
