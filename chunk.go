@@ -212,8 +212,8 @@ func (h *Handler) serveTusCreate(w http.ResponseWriter, r *http.Request, next ca
 
 // defersLength reports whether a backend takes uploads of deferred length.
 func defersLength(d tus.Data) bool {
-	ld, ok := d.(tus.LengthDeferrer)
-	return ok && ld.DefersLength()
+	_, ok := d.(tus.LengthDeferrer)
+	return ok
 }
 
 // checkTusLength checks a declared length against the size limits.
@@ -363,6 +363,11 @@ func (h *Handler) tusWrite(w http.ResponseWriter, r *http.Request, next caddyhtt
 		if err := h.checkTusLength(info); err != nil {
 			h.terminate(r, info, stateError, err)
 			return h.refuse(w, err)
+		}
+		if ld, ok := h.root.data.(tus.LengthDeferrer); ok {
+			if err := ld.DeclareLength(r.Context(), id, n); err != nil {
+				return h.refuse(w, storeError(err))
+			}
 		}
 	}
 	if info.Length >= 0 && r.ContentLength > info.Length-info.Offset {

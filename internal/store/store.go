@@ -65,10 +65,13 @@ type Publisher interface {
 	// index of the first name in conflict (an error wrapping fs.ErrExist,
 	// or a folder in the way).
 	Plan(names []string) (int, error)
-	// Put publishes the temp file tmp as the i-th name of the plan and
-	// gives the name it was stored at (under rename, the next free one
-	// when another request took the planned one). A reader sees the old
-	// file or the new one, never a part.
+	// Put publishes tmp as the i-th name of the plan and gives the name it
+	// was stored at (under rename, the next free one when another request
+	// took the planned one). tmp names a temp file of the store
+	// (Temp.Name) or the data of a complete resumable upload it holds
+	// (Local: TusData). A reader sees the old file or the new one, never a
+	// part; under reject and rename the write is conditional (it never
+	// replaces a file).
 	Put(i int, tmp string) (string, error)
 	// Undo takes back what the batch did until Keep: files it stored are
 	// removed, files it replaced come back.

@@ -76,8 +76,9 @@ func (l *Local) Remove(_ context.Context, id string) error {
 	return nil
 }
 
-// DefersLength implements tus.LengthDeferrer.
-func (l *Local) DefersLength() bool { return true }
+// DeclareLength implements tus.LengthDeferrer: a local file needs no
+// length.
+func (l *Local) DeclareLength(context.Context, string, int64) error { return nil }
 
 // TusStates gives the tus.States of the uploads in l: crash-safe files
 // beside the data, written atomically (temp, fsync when asked, rename).

@@ -43,9 +43,10 @@ type Reader interface {
 }
 
 // A LengthDeferrer takes uploads whose length is declared later
-// (creation-defer-length).
+// (creation-defer-length): DeclareLength is told the length once a request
+// declares it, before the Info that holds it is saved.
 type LengthDeferrer interface {
-	DefersLength() bool
+	DeclareLength(ctx context.Context, id string, length int64) error
 }
 
 // States holds the Info of resumable uploads. Save is atomic: a Load sees
@@ -71,7 +72,7 @@ const (
 // Extensions is the Tus-Extension header for a backend's data.
 func Extensions(d Data) string {
 	ext := []string{"creation", "creation-with-upload"}
-	if ld, ok := d.(LengthDeferrer); ok && ld.DefersLength() {
+	if _, ok := d.(LengthDeferrer); ok {
 		ext = append(ext, extDeferLength)
 	}
 	ext = append(ext, "termination", "expiration", "checksum")
