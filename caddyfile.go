@@ -49,6 +49,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		forward_fail_status <code|class>...
 //		cors_origins     <origin>...
 //		cors_credentials
+//		storage          local
+//		state            memory
 //	}
 //
 // Sizes take humanize units (MB = 10^6 bytes, MiB = 2^20 bytes). accept may
@@ -183,6 +185,17 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 			}
 			h.CORSOrigins = args
+
+		case "storage", "state":
+			raw, err := unmarshalBackend(d, opt)
+			if err != nil {
+				return err
+			}
+			if opt == "storage" {
+				h.StorageRaw = raw
+			} else {
+				h.StateRaw = raw
+			}
 
 		case "cors_credentials":
 			if d.NextArg() {

@@ -5,6 +5,7 @@
 package reflexupload
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -169,6 +170,18 @@ type Handler struct {
 	// removes it. Default: 24h.
 	ChunkExpiry caddy.Duration `json:"chunk_expiry,omitempty"`
 
+	// Where the uploaded files and the resumable uploads are kept: a
+	// module in the http.reflex_upload.storage namespace, named by its
+	// "backend" key. Default: local (the root folder). The first handler
+	// of an upload root opens it; the others share it.
+	StorageRaw json.RawMessage `json:"storage,omitempty" caddy:"namespace=http.reflex_upload.storage inline_key=backend"`
+
+	// Where the state that requests share is kept: the one-writer lock of
+	// resumable uploads and the progress registry (progress, cancel). A
+	// module in the http.reflex_upload.state namespace, named by its
+	// "backend" key. Default: memory (this process).
+	StateRaw json.RawMessage `json:"state,omitempty" caddy:"namespace=http.reflex_upload.state inline_key=backend"`
+
 	failStatus []statusRange
 	root       *uploadRoot
 	check      filecheck.Rules
@@ -244,10 +257,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("forward_fail_status: %w", err)
 	}
 
-	if h.root, err = openUploadRoot(h.Root, h.logger); err != nil {
+	storage, state, err := h.loadBackends(ctx)
+	if err != nil {
 		return err
 	}
-	h.states = h.root.local.TusStates(h.fsync)
+	if h.root, err = openUploadRoot(h.Root, storage, state, h.logger); err != nil {
+		return err
+	}
+	h.states = h.root.stored.TusStates(h.fsync)
 	h.root.setSweepInterval(time.Duration(h.ChunkExpiry))
 	h.root.progress.Configure(time.Duration(h.ProgressRetention), progress.DefaultMaxFinished)
 

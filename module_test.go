@@ -2,6 +2,7 @@ package reflexupload
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"flag"
 	"os"
@@ -19,6 +20,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/reflexupload/caddy-reflex-upload/internal/filecheck"
+	"github.com/reflexupload/caddy-reflex-upload/internal/lock"
+	"github.com/reflexupload/caddy-reflex-upload/internal/store"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -112,6 +115,14 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{name: "cors_origins no arg", input: "reflex_upload {\ncors_origins\n}", err: "wrong argument count"},
 		{name: "cors_credentials arg", input: "reflex_upload {\ncors_credentials yes\n}", err: "wrong argument count"},
 		{name: "hash two args", input: "reflex_upload {\nhash sha256 none\n}", err: "wrong argument count"},
+		{name: "storage and state", input: "reflex_upload {\nstorage local\nstate memory\n}", want: Handler{
+			StorageRaw: json.RawMessage(`{"backend":"local"}`), StateRaw: json.RawMessage(`{"backend":"memory"}`)}},
+		{name: "storage unknown", input: "reflex_upload {\nstorage ftp\n}", err: `parsing storage: unknown backend "ftp"`},
+		{name: "state unknown", input: "reflex_upload {\nstate etcd\n}", err: `parsing state: unknown backend "etcd"`},
+		{name: "storage no arg", input: "reflex_upload {\nstorage\n}", err: "wrong argument count"},
+		{name: "storage twice", input: "reflex_upload {\nstorage local\nstorage local\n}", err: "given twice"},
+		{name: "storage local with options", input: "reflex_upload {\nstorage local {\nbucket x\n}\n}", err: "takes no options"},
+		{name: "state memory with an arg", input: "reflex_upload {\nstate memory x\n}", err: "wrong argument count"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var h Handler
@@ -272,7 +283,7 @@ func TestStaleTempsRemoved(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	u, err := openUploadRoot(dir, zap.NewNop())
+	u, err := openUploadRoot(dir, LocalStorage{}, MemoryState{}, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,5 +295,50 @@ func TestStaleTempsRemoved(t *testing.T) {
 	}
 	if strings.Join(names, ",") != "keep.json,tmp-new,tus" {
 		t.Fatalf("private folder after provisioning: %v", names)
+	}
+}
+
+// TestBackendsProvision loads the storage and state modules named in JSON,
+// and refuses one that is not registered.
+func TestBackendsProvision(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name           string
+		storage, state string
+		err            string
+	}{
+		{name: "defaults"},
+		{name: "named", storage: `{"backend":"local"}`, state: `{"backend":"memory"}`},
+		{name: "unknown storage", storage: `{"backend":"ftp"}`, err: "loading storage"},
+		{name: "unknown state", state: `{"backend":"etcd"}`, err: "loading state"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+			defer cancel()
+			h := &Handler{Root: t.TempDir()}
+			if tc.storage != "" {
+				h.StorageRaw = json.RawMessage(tc.storage)
+			}
+			if tc.state != "" {
+				h.StateRaw = json.RawMessage(tc.state)
+			}
+			err := h.Provision(ctx)
+			defer h.Cleanup()
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("Provision: %v; want an error containing %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := h.root.stored.(*store.Local); !ok {
+				t.Errorf("storage is %T; want the local store", h.root.stored)
+			}
+			if _, ok := h.root.locks.(*lock.Memory); !ok {
+				t.Errorf("locks are %T; want the memory locker", h.root.locks)
+			}
+		})
 	}
 }

@@ -34,9 +34,9 @@ const staleTempAge = time.Hour
 // progress registry, the one-writer locks, the clock and the sweeper.
 type uploadRoot struct {
 	dir      string            // absolute path
-	local    *store.Local      // the folder, opened as an os.Root (no name reaches outside it)
-	files    store.Store       // the stored files: local
-	data     tus.Data          // the data of resumable uploads: local
+	stored   Stored            // the storage backend, open
+	files    store.Store       // the stored files
+	data     tus.Data          // the data of resumable uploads
 	states   tus.States        // their state, for the sweeper (handlers save with their fsync)
 	progress progress.Registry // the uploads in flight and recently finished
 
@@ -78,7 +78,11 @@ func (u *uploadRoot) setClock(now func() time.Time) {
 func (u *uploadRoot) Destruct() error {
 	close(u.closed)
 	u.closeFolders()
-	return u.local.Close()
+	err := u.stored.Close()
+	if cerr := u.progress.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // release drops this handler's use of the root.
@@ -87,26 +91,38 @@ func (u *uploadRoot) release() error {
 	return err
 }
 
-// openUploadRoot opens (creating it if missing) the upload folder and its
-// private folder, and removes temp files that a crash left behind.
-func openUploadRoot(dir string, logger *zap.Logger) (*uploadRoot, error) {
+// openUploadRoot opens the upload root dir, or shares the one open: the
+// first handler of a root opens its storage and makes its state with its
+// backends (for the local storage: creating the folder and its private
+// folder if missing, and removing temp files that a crash left behind),
+// and starts its sweeper.
+func openUploadRoot(dir string, storage Storage, state State, logger *zap.Logger) (*uploadRoot, error) {
 	abs, err := caddy.FastAbs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("root %q: %w", dir, err)
 	}
 	v, _, err := roots.LoadOrNew(abs, func() (caddy.Destructor, error) {
-		l, err := store.OpenLocal(abs)
+		s, err := storage.OpenStorage(abs)
 		if err != nil {
 			return nil, err
 		}
-		u := &uploadRoot{dir: abs, local: l, files: l, data: l, states: l.TusStates(false), closed: make(chan struct{}), progress: progress.NewMemory(), clock: time.Now,
-			locks: new(lock.Memory), held: map[string]store.Publisher{}}
-		removed, err := l.RemoveStaleTemps(staleTempAge)
+		locks, reg, err := state.NewState()
 		if err != nil {
-			logger.Warn("listing private folder", zap.Error(err))
+			_ = s.Close()
+			return nil, err
 		}
-		for _, name := range removed {
-			logger.Info("removed stale temp file", zap.String("name", name))
+		u := &uploadRoot{dir: abs, stored: s, files: s, data: s, states: s.TusStates(false), progress: reg, locks: locks,
+			clock: time.Now, closed: make(chan struct{}), held: map[string]store.Publisher{}}
+		if l, ok := s.(interface {
+			RemoveStaleTemps(time.Duration) ([]string, error)
+		}); ok {
+			removed, err := l.RemoveStaleTemps(staleTempAge)
+			if err != nil {
+				logger.Warn("listing private folder", zap.Error(err))
+			}
+			for _, name := range removed {
+				logger.Info("removed stale temp file", zap.String("name", name))
+			}
 		}
 		u.setSweepInterval(defaultChunkExpiry)
 		go u.runSweeper(logger)
