@@ -93,13 +93,14 @@ func TestTusOtherOwnerCannotStopWriter(t *testing.T) {
 	}
 }
 
-// tusTry sends one tus request from a goroutine: no t.Fatal there.
-func tusTry(method, target string, body []byte, headers ...string) (int, string, error) {
+// tusTry sends one tus request from a goroutine: no t.Fatal there (t
+// names the site only).
+func tusTry(t testing.TB, method, target string, body []byte, headers ...string) (int, string, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequest(method, siteURL+target, rd)
+	req, err := http.NewRequest(method, siteOf(t)+target, rd)
 	if err != nil {
 		return 0, "", err
 	}
@@ -135,7 +136,7 @@ func TestTusConcatRaces(t *testing.T) {
 		return loc
 	}
 	final := func(name, part string) (int, string, error) {
-		return tusTry(http.MethodPost, tusEndpoint, nil, "Upload-Concat", "final;"+part, "Upload-Metadata", "filename "+b64(name))
+		return tusTry(t, http.MethodPost, tusEndpoint, nil, "Upload-Concat", "final;"+part, "Upload-Metadata", "filename "+b64(name))
 	}
 	// refusedPartial checks the answer to a final upload whose partial
 	// upload is gone.
@@ -158,7 +159,7 @@ func TestTusConcatRaces(t *testing.T) {
 		name := fmt.Sprintf("del-%02d.bin", i)
 		wg.Add(2)
 		go func() { defer wg.Done(); fStatus, fBody, fErr = final(name, loc) }()
-		go func() { defer wg.Done(); dStatus, dBody, dErr = tusTry(http.MethodDelete, loc, nil) }()
+		go func() { defer wg.Done(); dStatus, dBody, dErr = tusTry(t, http.MethodDelete, loc, nil) }()
 		wg.Wait()
 		if fErr != nil || dErr != nil {
 			t.Fatalf("try %d: %v %v", i, fErr, dErr)

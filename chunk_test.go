@@ -28,7 +28,7 @@ func tusDo(t *testing.T, method, target string, body []byte, headers ...string) 
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequest(method, siteURL+target, rd)
+	req, err := http.NewRequest(method, siteOf(t)+target, rd)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +271,7 @@ type chunked struct{ io.Reader }
 // tusChunked sends a tus request whose body has no Content-Length.
 func tusChunked(t *testing.T, method, target string, body []byte, headers ...string) (*http.Response, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(method, siteURL+target, chunked{bytes.NewReader(body)})
+	req, err := http.NewRequest(method, siteOf(t)+target, chunked{bytes.NewReader(body)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -482,7 +482,7 @@ func TestTusConcatenation(t *testing.T) {
 		parts = append(parts, loc)
 	}
 	// Parts out of order are put together in the order listed.
-	concat := "final;" + strings.Join([]string{parts[0], siteURL + parts[1], parts[2]}, " ")
+	concat := "final;" + strings.Join([]string{parts[0], siteOf(t) + parts[1], parts[2]}, " ")
 	res, body := tusDo(t, http.MethodPost, tusEndpoint, nil, "Upload-Concat", concat, "Upload-Metadata", "filename "+b64("joined.bin"))
 	if res.StatusCode != http.StatusCreated {
 		t.Fatalf("final: %d %s", res.StatusCode, body)

@@ -119,7 +119,7 @@ func TestE2ELimits(t *testing.T) {
 	t.Run("request limit while streaming", func(t *testing.T) {
 		// No Content-Length: the limit can only be found by counting.
 		buf, ctype := multipartBody(t, part{name: "a.bin", data: make([]byte, 5000)})
-		req, _ := http.NewRequest(http.MethodPost, siteURL+"/req", io.MultiReader(buf))
+		req, _ := http.NewRequest(http.MethodPost, siteOf(t)+"/req", io.MultiReader(buf))
 		req.Header.Set("Content-Type", ctype)
 		res, body := do(t, req)
 		if req.ContentLength > 0 || len(req.TransferEncoding) > 0 && req.TransferEncoding[0] != "chunked" {
@@ -141,7 +141,7 @@ func TestE2ELimits(t *testing.T) {
 			{"truncated", ctype, good.Bytes()[:good.Len()-10]},
 			{"cut in the file", ctype, good.Bytes()[:300]},
 		} {
-			req, _ := http.NewRequest(http.MethodPost, siteURL+"/size", bytes.NewReader(tc.body))
+			req, _ := http.NewRequest(http.MethodPost, siteOf(t)+"/size", bytes.NewReader(tc.body))
 			req.Header.Set("Content-Type", tc.ctype)
 			res, body := do(t, req)
 			if res.StatusCode != http.StatusBadRequest || decode[errorBody](t, body).Code != "invalid-request" {
@@ -156,7 +156,7 @@ func TestE2ELimits(t *testing.T) {
 // removes the temp file and stores nothing.
 func TestE2EDisconnect(t *testing.T) {
 	root := startSite(t, "reflex_upload {\nroot ROOT\n}")
-	conn, err := net.Dial("tcp", "localhost:9080")
+	conn, err := net.Dial("tcp", hostOf(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +257,7 @@ func TestE2EConcurrentOverwrite(t *testing.T) {
 				default:
 				}
 				disk, err := os.ReadFile(filepath.Join(root, "same.bin"))
-				res, err2 := client.Get(siteURL + "/_upload/same.bin")
+				res, err2 := client.Get(siteOf(t) + "/_upload/same.bin")
 				var served []byte
 				if err2 == nil {
 					served, err2 = io.ReadAll(res.Body)
@@ -280,7 +280,7 @@ func TestE2EConcurrentOverwrite(t *testing.T) {
 		writersWG.Go(func() {
 			for range rounds {
 				body, ctype := multipartBody(t, part{name: "same.bin", data: version(w)})
-				res, err := client.Post(siteURL+"/_upload", ctype, body)
+				res, err := client.Post(siteOf(t)+"/_upload", ctype, body)
 				if err != nil {
 					t.Error(err)
 					return

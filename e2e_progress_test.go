@@ -50,7 +50,7 @@ func startRawUpload(t *testing.T, target string, header http.Header, name string
 // dialRaw connects to the site and sends head as it is.
 func dialRaw(t *testing.T, head string) *rawUpload {
 	t.Helper()
-	conn, err := net.Dial("tcp", "localhost:9080")
+	conn, err := net.Dial("tcp", hostOf(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +121,7 @@ func waitProgress(t *testing.T, id string, cond func(progressBody) bool, header 
 
 func deleteUpload(t *testing.T, id string, header ...string) (*http.Response, []byte) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodDelete, siteURL+"/_upload/.uploads/"+id, nil)
+	req, _ := http.NewRequest(http.MethodDelete, siteOf(t)+"/_upload/.uploads/"+id, nil)
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
@@ -165,7 +165,7 @@ func TestE2EProgress(t *testing.T) {
 	assertStored(t, root, "slow.bin")
 
 	t.Run("error state", func(t *testing.T) {
-		req, _ := http.NewRequest(http.MethodPost, siteURL+"/_upload", strings.NewReader("not multipart"))
+		req, _ := http.NewRequest(http.MethodPost, siteOf(t)+"/_upload", strings.NewReader("not multipart"))
 		req.Header.Set("X-Progress-ID", "broken-1")
 		req.Header.Set("Content-Type", "text/plain")
 		if res, _ := do(t, req); res.StatusCode != 400 {
@@ -178,7 +178,7 @@ func TestE2EProgress(t *testing.T) {
 
 	t.Run("bad and busy ids", func(t *testing.T) {
 		for _, id := range []string{"has space", strings.Repeat("a", 129), "semi;colon"} {
-			req, _ := http.NewRequest(http.MethodPost, siteURL+"/_upload", strings.NewReader(""))
+			req, _ := http.NewRequest(http.MethodPost, siteOf(t)+"/_upload", strings.NewReader(""))
 			req.Header.Set("X-Progress-ID", id)
 			res, body := do(t, req)
 			assertError(t, res, body, 400, "invalid-request", "")
@@ -232,7 +232,7 @@ func TestE2ECancelStalled(t *testing.T) {
 // TestE2EEventStream follows a paced upload with server-sent events.
 func TestE2EEventStream(t *testing.T) {
 	startSite(t, "reflex_upload {\nroot ROOT\n}")
-	req, _ := http.NewRequest(http.MethodGet, siteURL+"/_upload/.uploads/sse-1", nil)
+	req, _ := http.NewRequest(http.MethodGet, siteOf(t)+"/_upload/.uploads/sse-1", nil)
 	req.Header.Set("Accept", "text/event-stream")
 	res, err := client.Do(req)
 	if err != nil {

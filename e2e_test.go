@@ -18,54 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/caddytest"
-
 	"github.com/reflexupload/caddy-reflex-upload/internal/store"
 )
-
-// The end-to-end tests run a real Caddy (in this process, through Caddy's
-// own test harness) on loopback and talk to it over HTTP.
-const siteURL = "http://localhost:9080"
-
-// startSite loads a Caddy config whose site has the given reflex_upload
-// directives (ROOT in them is replaced by a fresh upload folder) and, unless
-// they proxy to an app, a final handler answering "next handler", and
-// returns the upload folder.
-func startSite(t *testing.T, directives string) string {
-	t.Helper()
-	root := t.TempDir()
-	fallback := `respond "next handler" 200`
-	if strings.Contains(directives, "reverse_proxy") {
-		fallback = "" // the app is the next handler
-	}
-	config := fmt.Sprintf(`{
-	skip_install_trust
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	auto_https off
-	grace_period 1s
-}
-http://localhost:9080 {
-	%s
-	%s
-}
-`, strings.ReplaceAll(directives, "ROOT", root), fallback)
-	newTester(t).InitServer(config, "caddyfile")
-	if t.Failed() {
-		t.FailNow()
-	}
-	// The reload closed the connections to the old server; a POST on one of
-	// them would fail with EOF (non-idempotent requests are not retried).
-	client.CloseIdleConnections()
-	return root
-}
-
-// newTester is Caddy's test harness, whose failures stop the test.
-func newTester(t *testing.T) *caddytest.Tester {
-	t.Helper()
-	return caddytest.NewTester(t)
-}
 
 // part is one part of a multipart body: a file when name is set.
 type part struct {
@@ -147,7 +101,7 @@ func do(t *testing.T, req *http.Request) (*http.Response, []byte) {
 func postFiles(t *testing.T, path string, header http.Header, parts ...part) (*http.Response, []byte) {
 	t.Helper()
 	body, ctype := multipartBody(t, parts...)
-	req, err := http.NewRequest(http.MethodPost, siteURL+path, body)
+	req, err := http.NewRequest(http.MethodPost, siteOf(t)+path, body)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +114,7 @@ func postFiles(t *testing.T, path string, header http.Header, parts ...part) (*h
 
 func get(t *testing.T, path string, header ...string) (*http.Response, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, siteURL+path, nil)
+	req, err := http.NewRequest(http.MethodGet, siteOf(t)+path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,7 +270,7 @@ func TestE2EStoreAndServe(t *testing.T) {
 		if res.StatusCode != http.StatusPartialContent || !bytes.Equal(body, big[100:200]) {
 			t.Errorf("range GET status %d, body %d bytes; want 206 and bytes 100-199", res.StatusCode, len(body))
 		}
-		req, _ := http.NewRequest(http.MethodHead, siteURL+"/_upload/photos/2026/a.png", nil)
+		req, _ := http.NewRequest(http.MethodHead, siteOf(t)+"/_upload/photos/2026/a.png", nil)
 		res, body = do(t, req)
 		if res.StatusCode != http.StatusOK || len(body) != 0 || res.ContentLength != int64(len(png)) ||
 			res.Header.Get("Content-Type") != "image/png" || res.Header.Get("Content-Disposition") == "" {
@@ -358,7 +312,7 @@ func TestE2EStoreAndServe(t *testing.T) {
 				t.Errorf("GET %s: %d %q; want the next handler", p, res.StatusCode, body)
 			}
 		}
-		req, _ := http.NewRequest(http.MethodPut, siteURL+"/_upload/big.bin", strings.NewReader("x"))
+		req, _ := http.NewRequest(http.MethodPut, siteOf(t)+"/_upload/big.bin", strings.NewReader("x"))
 		if res, body := do(t, req); string(body) != "next handler" {
 			t.Errorf("PUT: %d %q; want the next handler", res.StatusCode, body)
 		}

@@ -177,7 +177,7 @@ func TestTrack(t *testing.T) {
 		part{name: "dir/sub/c.bin", data: data[:10]},
 	)
 	sent := bytes.Clone(body.Bytes())
-	req, _ := http.NewRequest(http.MethodPost, siteURL+"/_upload", body)
+	req, _ := http.NewRequest(http.MethodPost, siteOf(t)+"/_upload", body)
 	req.Header.Set("Content-Type", ctype)
 	req.Header.Set("Reflex-Client-Token", "tok")
 	req.Header.Set("X-Progress-ID", "track-ok")
@@ -248,7 +248,7 @@ func TestCORS(t *testing.T) {
 		cors_credentials
 	}`)
 	preflight := func(origin, path string) *http.Response {
-		req, _ := http.NewRequest(http.MethodOptions, siteURL+path, nil)
+		req, _ := http.NewRequest(http.MethodOptions, siteOf(t)+path, nil)
 		req.Header.Set("Origin", origin)
 		req.Header.Set("Access-Control-Request-Method", "PATCH")
 		req.Header.Set("Access-Control-Request-Headers", "tus-resumable, upload-offset, x-reflex-extra")
@@ -297,7 +297,7 @@ func TestCORS(t *testing.T) {
 // TestNoCORSByDefault: without cors_origins no CORS header is ever sent.
 func TestNoCORSByDefault(t *testing.T) {
 	startSite(t, "reflex_upload {\nroot ROOT\n}")
-	req, _ := http.NewRequest(http.MethodOptions, siteURL+"/_upload/.uploads", nil)
+	req, _ := http.NewRequest(http.MethodOptions, siteOf(t)+"/_upload/.uploads", nil)
 	req.Header.Set("Origin", "http://localhost:3000")
 	req.Header.Set("Access-Control-Request-Method", "POST")
 	res, _ := do(t, req)

@@ -62,7 +62,7 @@ func TestReflexWireFormat(t *testing.T) {
 			before := len(app.calls())
 			body, ctype := reflexBody(t, `{"folder": "dir"}`, files, order)
 			sent := bytes.Clone(body.Bytes())
-			req, _ := http.NewRequest(http.MethodPost, siteURL+"/_upload", body)
+			req, _ := http.NewRequest(http.MethodPost, siteOf(t)+"/_upload", body)
 			req.Header.Set("Content-Type", ctype)
 			headers(req)
 			res, resBody := do(t, req)
