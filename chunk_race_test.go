@@ -19,6 +19,7 @@ import (
 // make on her upload id: each answers 404 and none stops her PATCH, which
 // then completes the file.
 func TestTusOtherOwnerCannotStopWriter(t *testing.T) {
+	t.Parallel()
 	root := startSite(t, "reflex_upload {\nroot ROOT\n}")
 	data := randomBytes(t, 300_000)
 	loc := tusCreate(t, len(data), "mine.bin", "Reflex-Client-Token", "alice")
@@ -122,6 +123,7 @@ func tusTry(t testing.TB, method, target string, body []byte, headers ...string)
 // the same time, many times: exactly one of the racing requests wins, the
 // other gets a clear 4xx (never a 500), and what is on disk matches.
 func TestTusConcatRaces(t *testing.T) {
+	t.Parallel()
 	root := startSite(t, "reflex_upload {\nroot ROOT\n}")
 	data := randomBytes(t, 256<<10)
 	partial := func() string {
@@ -222,6 +224,7 @@ func TestTusConcatRaces(t *testing.T) {
 // flight and stalled: the PATCH stops at once and answers 409
 // upload-cancelled, the DELETE 204, and nothing of the upload is left.
 func TestTusDeleteCancelsPatch(t *testing.T) {
+	t.Parallel()
 	root := startSite(t, "reflex_upload {\nroot ROOT\n}")
 	data := randomBytes(t, 300_000)
 	loc := tusCreate(t, len(data), "gone.bin", "Reflex-Client-Token", "alice")

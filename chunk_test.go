@@ -79,6 +79,7 @@ func assertOffset(t *testing.T, res *http.Response, body []byte, status, offset 
 }
 
 func TestTusOptions(t *testing.T) {
+	t.Parallel()
 	startSite(t, "reflex_upload {\nroot ROOT\nmax_size 1GiB\n}")
 	res, _ := tusDo(t, http.MethodOptions, tusEndpoint, nil, "Tus-Resumable", "")
 	if res.StatusCode != http.StatusNoContent {
@@ -98,6 +99,7 @@ func TestTusOptions(t *testing.T) {
 }
 
 func TestTusCore(t *testing.T) {
+	t.Parallel()
 	root := startSite(t, "reflex_upload {\nroot ROOT\n}")
 	data := randomBytes(t, 10000)
 	loc := tusCreate(t, len(data), "docs/report.bin")
@@ -156,6 +158,7 @@ func TestTusCore(t *testing.T) {
 }
 
 func TestTusErrors(t *testing.T) {
+	t.Parallel()
 	root := startSite(t, `reflex_upload {
 	root ROOT
 	max_size 1000
@@ -223,6 +226,7 @@ func TestTusErrors(t *testing.T) {
 }
 
 func TestTusCreationWithUploadAndDeferLength(t *testing.T) {
+	t.Parallel()
 	root := startSite(t, "reflex_upload {\nroot ROOT\n}")
 	data := randomBytes(t, 5000)
 
@@ -287,6 +291,7 @@ func tusChunked(t *testing.T, method, target string, body []byte, headers ...str
 // each is refused with 413 and changes nothing, whether its length is
 // declared or not; a creation refused so leaves no upload and no Location.
 func TestTusChunkPastLength(t *testing.T) {
+	t.Parallel()
 	root := startSite(t, "reflex_upload {\nroot ROOT\n}")
 	data := randomBytes(t, 100)
 	loc := tusCreate(t, len(data), "p.bin")
@@ -374,6 +379,7 @@ http://localhost:9080 {
 }
 
 func TestTusChecksum(t *testing.T) {
+	t.Parallel()
 	root := startSite(t, "reflex_upload {\nroot ROOT\n}")
 	data := randomBytes(t, 3000)
 	sum := func(h interface{ Sum([]byte) []byte }, p []byte) string {
@@ -401,6 +407,7 @@ func TestTusChecksum(t *testing.T) {
 }
 
 func TestTusTermination(t *testing.T) {
+	t.Parallel()
 	root := startSite(t, "reflex_upload {\nroot ROOT\n}")
 	loc := tusCreate(t, 100, "t.bin")
 	id := strings.TrimPrefix(loc, tusEndpoint+"/")
@@ -447,6 +454,7 @@ func TestTusTermination(t *testing.T) {
 // TestTusMethodOverride sends PATCH and DELETE as POST with
 // X-HTTP-Method-Override, as clients behind strict proxies do.
 func TestTusMethodOverride(t *testing.T) {
+	t.Parallel()
 	root := startSite(t, "reflex_upload {\nroot ROOT\n}")
 	loc := tusCreate(t, 10, "o.bin")
 	res, body := tusDo(t, http.MethodPost, loc, []byte("0123456789"), "X-HTTP-Method-Override", "PATCH",
@@ -461,6 +469,7 @@ func TestTusMethodOverride(t *testing.T) {
 }
 
 func TestTusConcatenation(t *testing.T) {
+	t.Parallel()
 	root := startSite(t, "reflex_upload {\nroot ROOT\nmax_size 20000\n}")
 	data := randomBytes(t, 12000)
 	var parts []string
@@ -536,6 +545,7 @@ func TestTusConcatenation(t *testing.T) {
 }
 
 func TestTusTypeCheck(t *testing.T) {
+	t.Parallel()
 	root := startSite(t, "reflex_upload {\nroot ROOT\naccept image/*\n}")
 	html := append([]byte("<!DOCTYPE html><html><script>alert(1)</script>"), bytes.Repeat([]byte(" "), 5000)...)
 	// Refused at creation on the name and declared type alone.
@@ -564,6 +574,7 @@ func TestTusTypeCheck(t *testing.T) {
 }
 
 func TestTusMinSizeAtCompletion(t *testing.T) {
+	t.Parallel()
 	root := startSite(t, "reflex_upload {\nroot ROOT\nmin_size 100\n}")
 	res, body := tusDo(t, http.MethodPost, tusEndpoint, nil, "Upload-Defer-Length", "1", "Upload-Metadata", "filename "+b64("s.bin"))
 	loc := res.Header.Get("Location")
@@ -573,6 +584,7 @@ func TestTusMinSizeAtCompletion(t *testing.T) {
 }
 
 func TestTusExpiry(t *testing.T) {
+	t.Parallel()
 	root := startSite(t, "reflex_upload {\nroot ROOT\nchunk_expiry 1h\n}")
 	clock := &fakeClock{now: time.Now()}
 	reg := registryOf(t, root)
@@ -629,6 +641,7 @@ func handlerOf(t *testing.T, root string) *Handler {
 // TestTusOneWriter stalls a PATCH mid-body and sends a new request for the
 // same upload: the stalled one is stopped at once and keeps what it got.
 func TestTusOneWriter(t *testing.T) {
+	t.Parallel()
 	root := startSite(t, "reflex_upload {\nroot ROOT\n}")
 	data := randomBytes(t, 300_000)
 	loc := tusCreate(t, len(data), "w.bin")
@@ -677,6 +690,7 @@ func startRawPatch(t *testing.T, loc string, offset, length int, first []byte) *
 // cuts it with a status that stock clients retry (tus-js-client gives up on
 // a 4xx other than 409 and 423), and keeps every byte it received.
 func TestTusIdleTimeoutRetryable(t *testing.T) {
+	t.Parallel()
 	root := startSite(t, "reflex_upload {\nroot ROOT\nidle_timeout 1s\n}")
 	data := randomBytes(t, 50_000)
 	loc := tusCreate(t, len(data), "idle.bin")

@@ -45,6 +45,7 @@ reflex_upload {
 `
 
 func TestE2ELimits(t *testing.T) {
+	t.Parallel()
 	root := startSite(t, limitSite)
 	small := bytes.Repeat([]byte("x"), 500)
 	for _, tc := range []struct {
@@ -155,6 +156,7 @@ func TestE2ELimits(t *testing.T) {
 // TestE2EDisconnect cuts the connection mid-file and checks that the server
 // removes the temp file and stores nothing.
 func TestE2EDisconnect(t *testing.T) {
+	t.Parallel()
 	root := startSite(t, "reflex_upload {\nroot ROOT\n}")
 	conn, err := net.Dial("tcp", hostOf(t))
 	if err != nil {
@@ -193,6 +195,7 @@ func TestE2EDisconnect(t *testing.T) {
 // TestE2EServeUnsafe checks the headers that keep uploaded HTML and SVG
 // from running in the site's origin, and that PDFs display inline.
 func TestE2EServeUnsafe(t *testing.T) {
+	t.Parallel()
 	startSite(t, "reflex_upload {\nroot ROOT\n}")
 	svg := []byte(`<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>`)
 	html := []byte(`<!DOCTYPE html><script>alert(document.cookie)</script>`)
@@ -234,6 +237,7 @@ func TestE2EServeUnsafe(t *testing.T) {
 // TestE2EConcurrentOverwrite uploads the same name many times at once while
 // readers fetch it: every read must be one whole version, never a mix.
 func TestE2EConcurrentOverwrite(t *testing.T) {
+	t.Parallel()
 	root := startSite(t, "reflex_upload {\nroot ROOT\nfsync off\n}")
 	const size, writers, rounds = 256 << 10, 4, 5
 	version := func(i int) []byte { return bytes.Repeat([]byte{byte('a' + i)}, size) }
@@ -306,6 +310,7 @@ func TestE2EConcurrentOverwrite(t *testing.T) {
 }
 
 func TestE2EConflictPolicies(t *testing.T) {
+	t.Parallel()
 	root := startSite(t, `
 reflex_upload {
 	root ROOT/overwrite
@@ -389,6 +394,7 @@ reflex_upload {
 }
 
 func TestE2EReflexDialect(t *testing.T) {
+	t.Parallel()
 	root := startSite(t, "reflex_upload {\nroot ROOT\n}")
 	reflex := http.Header{"Reflex-Client-Token": {"tok-1"}, "Reflex-Event-Handler": {"state.handle_upload"}}
 	res, body := postFiles(t, "/_upload", reflex,
@@ -424,6 +430,7 @@ func TestE2EReflexDialect(t *testing.T) {
 // TestE2EBrowserEscapes sends file names as browsers encode them: '"' as
 // %22, a newline as %0A.
 func TestE2EBrowserEscapes(t *testing.T) {
+	t.Parallel()
 	root := startSite(t, "reflex_upload {\nroot ROOT\n}")
 	res, body := postFiles(t, "/_upload", nil, part{name: "x", disposition: `form-data; name="files"; filename="say %22hi%22.txt"`, data: []byte("hi")})
 	if res.StatusCode != http.StatusCreated || decode[uploadResult](t, body).Files[0].Path != `say "hi".txt` {

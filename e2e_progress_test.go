@@ -129,6 +129,7 @@ func deleteUpload(t *testing.T, id string, header ...string) (*http.Response, []
 }
 
 func TestE2EProgress(t *testing.T) {
+	t.Parallel()
 	root := startSite(t, "reflex_upload {\nroot ROOT\n}")
 	if p := progressOf(t, "not-yet"); p.State != stateStarting || p.Received != 0 {
 		t.Fatalf("unknown id: %+v; want starting", p)
@@ -203,6 +204,7 @@ func TestE2EProgress(t *testing.T) {
 // TestE2ECancelStalled cancels an upload whose client has stalled mid-body:
 // the cancel must not wait for the client to send anything more.
 func TestE2ECancelStalled(t *testing.T) {
+	t.Parallel()
 	root := startSite(t, "reflex_upload {\nroot ROOT\n}")
 	up := startRawUpload(t, "/_upload", http.Header{"X-Progress-Id": {"stall-1"}}, "stall.bin", 10<<20, 256<<10)
 	waitProgress(t, "stall-1", func(p progressBody) bool { return p.Received >= 256<<10 })
@@ -231,6 +233,7 @@ func TestE2ECancelStalled(t *testing.T) {
 
 // TestE2EEventStream follows a paced upload with server-sent events.
 func TestE2EEventStream(t *testing.T) {
+	t.Parallel()
 	startSite(t, "reflex_upload {\nroot ROOT\n}")
 	req, _ := http.NewRequest(http.MethodGet, siteOf(t)+"/_upload/.uploads/sse-1", nil)
 	req.Header.Set("Accept", "text/event-stream")
@@ -294,6 +297,7 @@ func TestE2EEventStream(t *testing.T) {
 }
 
 func TestE2EOwnerScoping(t *testing.T) {
+	t.Parallel()
 	startSite(t, "reflex_upload {\nroot ROOT\n}")
 	alice := http.Header{"Reflex-Client-Token": {"alice"}, "X-Progress-Id": {"owned-1"}}
 	up := startRawUpload(t, "/_upload", alice, "a.bin", 1<<20, 1000)
@@ -385,6 +389,7 @@ func registryOf(t *testing.T, root string) *uploadRoot {
 }
 
 func TestE2ERetention(t *testing.T) {
+	t.Parallel()
 	root := startSite(t, "reflex_upload {\nroot ROOT\nprogress_retention 30s\n}")
 	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	reg := registryOf(t, root)
@@ -538,6 +543,7 @@ func mustRequest(t *testing.T, method, url string) *http.Request {
 // TestE2EIdleTimeout: a client that stops sending is dropped after
 // idle_timeout, and its upload leaves nothing behind.
 func TestE2EIdleTimeout(t *testing.T) {
+	t.Parallel()
 	root := startSite(t, "reflex_upload {\nroot ROOT\nidle_timeout 1s\n}")
 	up := startRawUpload(t, "/_upload", http.Header{"X-Progress-Id": {"idle-1"}}, "idle.bin", 1<<20, 10_000)
 	waitProgress(t, "idle-1", func(p progressBody) bool { return p.Received >= 10_000 })

@@ -206,6 +206,7 @@ func assertError(t *testing.T, res *http.Response, body []byte, status int, code
 }
 
 func TestE2EStoreAndServe(t *testing.T) {
+	t.Parallel()
 	root := startSite(t, "reflex_upload {\nroot ROOT\n}")
 	big := randomBytes(t, 5<<20+123)
 	png := pngBytes()

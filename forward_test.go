@@ -242,6 +242,7 @@ func TestTrack(t *testing.T) {
 }
 
 func TestCORS(t *testing.T) {
+	t.Parallel()
 	startSite(t, `reflex_upload {
 		root ROOT
 		cors_origins http://localhost:3000 https://app.example.com
@@ -296,6 +297,7 @@ func TestCORS(t *testing.T) {
 
 // TestNoCORSByDefault: without cors_origins no CORS header is ever sent.
 func TestNoCORSByDefault(t *testing.T) {
+	t.Parallel()
 	startSite(t, "reflex_upload {\nroot ROOT\n}")
 	req, _ := http.NewRequest(http.MethodOptions, siteOf(t)+"/_upload/.uploads", nil)
 	req.Header.Set("Origin", "http://localhost:3000")

@@ -16,6 +16,7 @@ import (
 // missing file does. Files reached through symlinks inside the root keep
 // ranges and conditional requests.
 func TestE2EServeSymlinks(t *testing.T) {
+	t.Parallel()
 	root := startSite(t, "reflex_upload {\nroot ROOT\n}")
 	outside := t.TempDir()
 	write := func(dir, name, content string) {

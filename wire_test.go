@@ -70,6 +70,7 @@ func assertJSON(t *testing.T, what string, got []byte, want string, volatile map
 }
 
 func TestWireJSON(t *testing.T) {
+	t.Parallel()
 	startSite(t, `reflex_upload {
 		root ROOT
 		max_size 1KiB
