@@ -25,12 +25,7 @@ func TestTusOtherOwnerCannotStopWriter(t *testing.T) {
 	loc := tusCreate(t, len(data), "mine.bin", "Reflex-Client-Token", "alice")
 	id := strings.TrimPrefix(loc, tusEndpoint+"/")
 
-	up := dialRaw(t, fmt.Sprintf("PATCH %s HTTP/1.1\r\nHost: localhost\r\nTus-Resumable: 1.0.0\r\nReflex-Client-Token: alice\r\n"+
-		"Content-Type: %s\r\nUpload-Offset: 0\r\nContent-Length: %d\r\n\r\n", loc, tusContentType, len(data)))
-	if _, err := up.conn.Write(data[:100_000]); err != nil {
-		t.Fatal(err)
-	}
-	waitProgress(t, id, func(p progressBody) bool { return p.Received >= 100_000 }, "Reflex-Client-Token", "alice")
+	up := stallAlicePatch(t, loc, id, data)
 
 	for _, tc := range []struct {
 		name, method string
@@ -230,12 +225,7 @@ func TestTusDeleteCancelsPatch(t *testing.T) {
 	loc := tusCreate(t, len(data), "gone.bin", "Reflex-Client-Token", "alice")
 	id := strings.TrimPrefix(loc, tusEndpoint+"/")
 
-	up := dialRaw(t, fmt.Sprintf("PATCH %s HTTP/1.1\r\nHost: localhost\r\nTus-Resumable: 1.0.0\r\nReflex-Client-Token: alice\r\n"+
-		"Content-Type: %s\r\nUpload-Offset: 0\r\nContent-Length: %d\r\n\r\n", loc, tusContentType, len(data)))
-	if _, err := up.conn.Write(data[:100_000]); err != nil {
-		t.Fatal(err)
-	}
-	waitProgress(t, id, func(p progressBody) bool { return p.Received >= 100_000 }, "Reflex-Client-Token", "alice")
+	up := stallAlicePatch(t, loc, id, data)
 
 	res, body := tusDo(t, http.MethodDelete, loc, nil, "Reflex-Client-Token", "alice")
 	if res.StatusCode != http.StatusNoContent {
@@ -251,4 +241,17 @@ func TestTusDeleteCancelsPatch(t *testing.T) {
 		t.Errorf("HEAD after the DELETE: %d; want 404", res.StatusCode)
 	}
 	assertStored(t, root)
+}
+
+// stallAlicePatch starts alice's PATCH of data to upload loc (id), sends
+// its first 100 000 bytes and waits until the server has them.
+func stallAlicePatch(t *testing.T, loc, id string, data []byte) *rawUpload {
+	t.Helper()
+	up := dialRaw(t, fmt.Sprintf("PATCH %s HTTP/1.1\r\nHost: localhost\r\nTus-Resumable: 1.0.0\r\nReflex-Client-Token: alice\r\n"+
+		"Content-Type: %s\r\nUpload-Offset: 0\r\nContent-Length: %d\r\n\r\n", loc, tusContentType, len(data)))
+	if _, err := up.conn.Write(data[:100_000]); err != nil {
+		t.Fatal(err)
+	}
+	waitProgress(t, id, func(p progressBody) bool { return p.Received >= 100_000 }, "Reflex-Client-Token", "alice")
+	return up
 }

@@ -17,23 +17,13 @@ func (h *Handler) serveTusDelete(w http.ResponseWriter, r *http.Request, id stri
 		w.Header().Set("Tus-Version", tusVersion)
 		return h.refuse(w, errTusVersion)
 	}
-	if _, err := h.loadOwned(r, id); err != nil {
-		return h.refuse(w, tusLoadError(err))
-	}
 	// A PATCH in flight is cancelled (wherever it is received, with a
 	// shared registry), then the upload is taken over and removed.
-	if err := h.cancelTus(r, id); err != nil {
-		return h.refuse(w, err)
-	}
-	turn, err := h.becomeWriter(w, r, id, 0)
+	info, turn, err := h.takeUpload(w, r, id, func() error { return h.cancelTus(r, id) })
 	if err != nil {
 		return h.refuse(w, err)
 	}
 	defer turn.end()
-	info, err := h.loadOwned(r, id)
-	if err != nil {
-		return h.refuse(w, tusLoadError(err))
-	}
 	if info.Done {
 		return h.refuse(w, errUploadFinished)
 	}

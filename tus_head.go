@@ -12,21 +12,14 @@ func (h *Handler) serveTusHead(w http.ResponseWriter, r *http.Request, id string
 		return h.refuse(w, err)
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	if _, err := h.loadOwned(r, id); err != nil {
-		return h.refuse(w, tusLoadError(err))
-	}
 	// A client asks for the offset to resume from: a PATCH still in flight
 	// (typically one whose connection died without the server noticing) is
 	// stopped, so the offset given counts every byte it received.
-	turn, err := h.becomeWriter(w, r, id, 0)
+	info, turn, err := h.takeUpload(w, r, id, nil)
 	if err != nil {
 		return h.refuse(w, err)
 	}
 	defer turn.end()
-	info, err := h.loadOwned(r, id)
-	if err != nil {
-		return h.refuse(w, tusLoadError(err))
-	}
 	if h.expired(info) {
 		return h.refuse(w, errTusGone)
 	}

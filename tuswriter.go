@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/reflexupload/caddy-reflex-upload/internal/lock"
+	"github.com/reflexupload/caddy-reflex-upload/internal/tus"
 )
 
 // One writer per resumable upload: a request that writes to an upload
@@ -133,6 +134,30 @@ func (h *Handler) becomeWriter(w http.ResponseWriter, r *http.Request, id string
 		reqs.leave(id)
 		release()
 	}}, nil
+}
+
+// takeUpload makes the request the writer of upload id (becomeWriter) once
+// the upload is found to be the requester's, running before in between,
+// and loads its state as its writer sees it. The errors are answers.
+func (h *Handler) takeUpload(w http.ResponseWriter, r *http.Request, id string, before func() error) (*tus.Info, *writerTurn, error) {
+	if _, err := h.loadOwned(r, id); err != nil {
+		return nil, nil, tusLoadError(err)
+	}
+	if before != nil {
+		if err := before(); err != nil {
+			return nil, nil, err
+		}
+	}
+	turn, err := h.becomeWriter(w, r, id, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	info, err := h.loadOwned(r, id)
+	if err != nil {
+		turn.end()
+		return nil, nil, tusLoadError(err)
+	}
+	return info, turn, nil
 }
 
 // holdUploads makes the request the writer of the uploads ids without
