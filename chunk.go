@@ -7,7 +7,6 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
-	"os"
 	"sync/atomic"
 	"time"
 
@@ -35,14 +34,9 @@ const tusCheckpoint = 16 << 20
 func (h *Handler) tusAppend(info *tus.Info, body *bodyReader, checksum *tus.Checksum, counter *atomic.Int64) error {
 	// Bytes past the saved offset were never confirmed (a crash, a
 	// discarded chunk): Append drops them.
-	appender, err := h.root.data.Append(context.Background(), info.ID, info.Offset)
+	f, err := h.root.data.Append(context.Background(), info.ID, info.Offset)
 	if err != nil {
 		return storeError(err)
-	}
-	f, ok := appender.(*os.File) // the file sink writes local files
-	if !ok {
-		_ = appender.Close()
-		return errors.New("the store's resumable uploads are not local files")
 	}
 	var fileHash hash.Hash
 	if h.Hash == hashSHA256 {
@@ -225,7 +219,7 @@ func (h *Handler) tusCheck(info *tus.Info) (*filecheck.Check, error) {
 
 // concatParts writes the partial uploads' data into f, hashing and checking
 // the type on the way, and closes f.
-func (h *Handler) concatParts(f *os.File, info *tus.Info, parts []*tus.Info) error {
+func (h *Handler) concatParts(f store.Temp, info *tus.Info, parts []*tus.Info) error {
 	reader, ok := h.root.data.(tus.Reader)
 	if !ok {
 		f.Close()

@@ -6,7 +6,6 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"os"
 	"path"
 	"time"
 
@@ -203,15 +202,15 @@ func (u *upload) receiveFile(part *formstream.Part) error {
 		return errFileExists.withFile(sent)
 	}
 
-	var f *os.File
-	var tmp string
+	var f store.Temp
 	err = waitDescriptor(func() (err error) {
-		f, tmp, err = h.root.createTemp()
+		f, err = h.root.files.CreateTemp(context.Background())
 		return err
 	})
 	if err != nil {
 		return storeError(err)
 	}
+	tmp := f.Name()
 	rf := &receivedFile{sent: sent, tmp: tmp}
 	rf.Field = part.FormName()
 	rf.Path = name

@@ -3,6 +3,7 @@ package reflexupload
 import (
 	"encoding/hex"
 	"hash"
+	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -40,7 +41,7 @@ type fileSink struct {
 	done chan struct{} // the hashing goroutine of a large write has finished
 
 	mu      sync.Mutex  // guards the file against the idle timer
-	f       *os.File    // the file as opened first; nil once parked
+	f       sinkFile    // the file as opened first; nil once parked
 	fd      int         // the file opened again, -1 while parked
 	idle    *time.Timer // parks the file parkAfter after the last write
 	parkErr error       // a parking by the timer failed: the next call says so
@@ -55,10 +56,19 @@ type parking struct {
 	name string
 }
 
+// sinkFile is what a sink writes: a store's temp file (store.Temp) or the
+// data of a resumable upload (tus.Appender). Only a local store's files
+// are parked (appendTo gives where to open them again).
+type sinkFile interface {
+	io.Writer
+	Sync() error
+	Close() error
+}
+
 // newFileSink writes to f and feeds h (nil: no hash), which may already hold
 // the state of the bytes before (a resumed upload). With park, the file is
 // closed between small writes and opened again there, for appending.
-func newFileSink(f *os.File, h hash.Hash, park *parking) *fileSink {
+func newFileSink(f sinkFile, h hash.Hash, park *parking) *fileSink {
 	return &fileSink{f: f, fd: -1, h: h, park: park}
 }
 

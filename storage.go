@@ -1,11 +1,9 @@
 package reflexupload
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -132,23 +130,6 @@ func openUploadRoot(dir string, storage Storage, state State, logger *zap.Logger
 		return nil, err
 	}
 	return v.(*uploadRoot), nil
-}
-
-// createTemp creates a new, empty temp file in the private folder. The
-// upload handlers write it through their file sink, which needs the file
-// of a local store.
-func (u *uploadRoot) createTemp() (*os.File, string, error) {
-	t, err := u.files.CreateTemp(context.Background())
-	if err != nil {
-		return nil, "", err
-	}
-	f, ok := store.TempFile(t)
-	if !ok {
-		_ = t.Close()
-		u.files.RemoveTemp(t.Name())
-		return nil, "", errors.New("the store's temp files are not local files")
-	}
-	return f, t.Name(), nil
 }
 
 // hold keeps the batch of a completed resumable upload until unhold.

@@ -50,10 +50,11 @@ func (h *Handler) serveTusConcat(w http.ResponseWriter, r *http.Request, next ca
 		return h.refuse(w, err)
 	}
 
-	f, tmp, err := h.root.createTemp()
+	f, err := h.root.files.CreateTemp(r.Context())
 	if err != nil {
 		return h.refuse(w, storeError(err))
 	}
+	tmp := f.Name()
 	defer h.root.files.RemoveTemp(tmp) // gone already once committed
 	if err := h.concatParts(f, info, parts); err != nil {
 		return h.refuse(w, err)

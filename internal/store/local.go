@@ -77,21 +77,14 @@ type localTemp struct {
 
 func (t localTemp) Name() string { return t.name }
 
-// CreateTemp implements Store. The Temp is an *os.File underneath (see
-// TempFile).
+// CreateTemp implements Store: a file in the private folder, named
+// relative to the root.
 func (l *Local) CreateTemp(context.Context) (Temp, error) {
 	f, name, err := l.createTemp()
 	if err != nil {
 		return nil, err
 	}
 	return localTemp{f, name}, nil
-}
-
-// TempFile gives the file under a Temp of a Local: the upload handlers
-// write temp files through their own file sink.
-func TempFile(t Temp) (*os.File, bool) {
-	lt, ok := t.(localTemp)
-	return lt.File, ok
 }
 
 func (l *Local) createTemp() (*os.File, string, error) {
