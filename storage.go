@@ -46,6 +46,7 @@ type uploadRoot struct {
 	servers sync.Map    // *http.Server values that stop the tus writers on exit (watchShutdown)
 
 	sweepEvery atomic.Int64  // the sweeper's interval, in nanoseconds
+	expiry     atomic.Int64  // chunk_expiry, in nanoseconds: the age of a stale write
 	closed     chan struct{} // closed by Destruct: the sweeper stops
 
 	heldMu sync.Mutex

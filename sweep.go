@@ -53,6 +53,30 @@ func sweepInterval(expiry time.Duration) time.Duration {
 // of the handler provisioned last.
 func (u *uploadRoot) setSweepInterval(expiry time.Duration) {
 	u.sweepEvery.Store(int64(sweepInterval(expiry)))
+	u.expiry.Store(int64(expiry))
+}
+
+// staleSweeper is a storage that keeps what an interrupted write leaves
+// behind (on S3: open multipart uploads, staging objects) and removes it
+// once older than age.
+type staleSweeper interface {
+	SweepStale(ctx context.Context, age time.Duration, now time.Time) (int, error)
+}
+
+// sweepStale removes what writes older than chunk_expiry left behind in a
+// storage that keeps it.
+func (u *uploadRoot) sweepStale(now time.Time, logger *zap.Logger) {
+	s, ok := u.stored.(staleSweeper)
+	if !ok {
+		return
+	}
+	n, err := s.SweepStale(context.Background(), time.Duration(u.expiry.Load()), now)
+	if err != nil {
+		logger.Warn("sweeping stale writes", zap.Error(err))
+	}
+	if n > 0 {
+		logger.Info("removed stale writes", zap.Int("count", n))
+	}
 }
 
 // runSweeper removes expired uploads until the upload root is closed: one
@@ -69,5 +93,6 @@ func (u *uploadRoot) runSweeper(logger *zap.Logger) {
 		if n := u.sweepTus(u.now()); n > 0 {
 			logger.Info("removed expired resumable uploads", zap.Int("count", n))
 		}
+		u.sweepStale(u.now(), logger)
 	}
 }
