@@ -59,6 +59,7 @@ reflex_upload {
 	root ROOT/o
 	prefix /o
 	on_conflict overwrite
+	chunk_expiry 2s
 	storage s3 {
 		bucket site
 		endpoint ENDPOINT
@@ -277,6 +278,24 @@ func TestS3Storage(t *testing.T) {
 		}
 	})
 
+	t.Run("resumable upload refused, nothing left", func(t *testing.T) {
+		before := bucketKeys(t, c)
+		req, err := http.NewRequest(http.MethodPost, siteOf(t)+"/r/.uploads", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Tus-Resumable", "1.0.0")
+		req.Header.Set("Upload-Length", "5")
+		req.Header.Set("Upload-Metadata", "filename dC50eHQ=")
+		res, _ := do(t, req)
+		if res.StatusCode != http.StatusInternalServerError || res.Header.Get("Location") != "" {
+			t.Errorf("tus creation: status %d, Location %q; want 500 and none", res.StatusCode, res.Header.Get("Location"))
+		}
+		if got := bucketKeys(t, c); fmt.Sprint(got) != fmt.Sprint(before) {
+			t.Errorf("bucket holds %q; want %q", got, before)
+		}
+	})
+
 	t.Run("failed upload leaves nothing", func(t *testing.T) {
 		before := bucketKeys(t, c)
 		// The client sends 9 MiB (a part goes to the store) and drops the
@@ -310,6 +329,34 @@ func TestS3Storage(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	})
+}
+
+// The sweeper of the upload root aborts the multipart uploads older than
+// chunk_expiry that a writer left (a process killed mid-upload), under its
+// key prefix only.
+func TestS3StorageJanitor(t *testing.T) {
+	c := startS3Site(t)
+	ctx := context.Background()
+	var ids []string
+	for _, key := range []string{"o/stale.bin", "elsewhere/kept.bin"} {
+		out, err := c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String(s3Bucket), Key: aws.String(key)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, *out.UploadId)
+	}
+	defer c.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: aws.String(s3Bucket), Key: aws.String("elsewhere/kept.bin"), UploadId: &ids[1]})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		open := openUploads(t, c)
+		if fmt.Sprint(open) == "[elsewhere/kept.bin]" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("open multipart uploads %q 10s after their start; want only elsewhere/kept.bin (chunk_expiry 2s)", open)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func TestS3StorageCaddyfile(t *testing.T) {
