@@ -72,8 +72,8 @@ reflex_upload {
 `
 
 // startS3Site starts a versitygw with the bucket and a whole Caddy serving
-// s3Site, and returns a client of the bucket.
-func startS3Site(t *testing.T) *s3.Client {
+// site (s3Site when ""), and returns a client of the bucket.
+func startS3Site(t *testing.T, site string) *s3.Client {
 	t.Helper()
 	gw := enginetest.Versitygw(t)
 	c := s3.New(s3.Options{
@@ -86,7 +86,10 @@ func startS3Site(t *testing.T) *s3.Client {
 		t.Fatal(err)
 	}
 	t.Setenv("REFLEX_TEST_S3_SECRET", gw.SecretKey)
-	site := strings.NewReplacer("ENDPOINT", gw.Endpoint, "ACCESS", gw.AccessKey, "ROOT", t.TempDir()).Replace(s3Site)
+	if site == "" {
+		site = s3Site
+	}
+	site = strings.NewReplacer("ENDPOINT", gw.Endpoint, "ACCESS", gw.AccessKey, "ROOT", t.TempDir()).Replace(site)
 	startCaddy(t, site)
 	return c
 }
@@ -152,7 +155,7 @@ func assertBucket(t *testing.T, c *s3.Client, keys ...string) {
 }
 
 func TestS3Storage(t *testing.T) {
-	c := startS3Site(t)
+	c := startS3Site(t, "")
 	big := randomBytes(t, 9<<20+77) // more than one 8 MiB part
 	small := []byte("hello from the bucket\n")
 
@@ -335,7 +338,7 @@ func TestS3Storage(t *testing.T) {
 // chunk_expiry that a writer left (a process killed mid-upload), under its
 // key prefix only.
 func TestS3StorageJanitor(t *testing.T) {
-	c := startS3Site(t)
+	c := startS3Site(t, "")
 	ctx := context.Background()
 	var ids []string
 	for _, key := range []string{"o/stale.bin", "elsewhere/kept.bin"} {
@@ -356,6 +359,41 @@ func TestS3StorageJanitor(t *testing.T) {
 			t.Fatalf("open multipart uploads %q 10s after their start; want only elsewhere/kept.bin (chunk_expiry 2s)", open)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// In forward mode, an app's refusal undoes the request: the objects it
+// created are removed; an object that overwrite replaced keeps the new
+// version (S3 cannot bring it back without a copy made beforehand).
+func TestS3StorageForwardUndo(t *testing.T) {
+	app := newApp(t)
+	app.setStatus(http.StatusConflict)
+	c := startS3Site(t, fmt.Sprintf(`reflex_upload {
+	root ROOT
+	mode forward
+	on_conflict overwrite
+	storage s3 {
+		bucket site
+		endpoint ENDPOINT
+		prefix f
+		access_key ACCESS
+		secret_key {env.REFLEX_TEST_S3_SECRET}
+		path_style
+	}
+}
+reverse_proxy %s`, app.addr()))
+	if _, err := c.PutObject(context.Background(), &s3.PutObjectInput{
+		Bucket: aws.String(s3Bucket), Key: aws.String("f/old.txt"), Body: strings.NewReader("old"),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	res, body := postFiles(t, "/_upload", nil, part{name: "old.txt", data: []byte("new")}, part{name: "new.txt", data: randomBytes(t, 9<<20)})
+	if res.StatusCode != http.StatusConflict || string(body) != "app says 409" {
+		t.Fatalf("answer %d %q; want the app's 409", res.StatusCode, body)
+	}
+	assertBucket(t, c, "f/old.txt")
+	if got := objectBytes(t, c, "f/old.txt"); string(got) != "new" {
+		t.Errorf("f/old.txt holds %q; want the replacing file", got)
 	}
 }
 
