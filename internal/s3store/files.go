@@ -214,8 +214,8 @@ func (b *Batch) freeName(ctx context.Context, name string) string {
 }
 
 // Put implements store.Publisher: tmp is the name of a temp of Files
-// (Temp.Name). On failure the writer is aborted, except on a conflict
-// under reject, which leaves it for RemoveTemp.
+// (Temp.Name). The writer is committed, or aborted on failure (a conflict
+// under reject included): either way it is no longer a temp.
 func (b *Batch) Put(i int, tmp string) (string, error) {
 	w := b.f.take(tmp)
 	if w == nil {
