@@ -39,6 +39,7 @@ var (
 	errTooManyFiles        = &uploadError{Status: http.StatusUnprocessableEntity, Code: "too-many-files", Detail: "request holds more files than allowed"}
 	errAppRefused          = &uploadError{Status: http.StatusBadGateway, Code: "app-refused", Detail: "the app behind refused the upload"}
 	errInsufficientStorage = &uploadError{Status: http.StatusInsufficientStorage, Code: "insufficient-storage", Detail: "not enough storage space for the upload"}
+	errTusUnsupported      = &uploadError{Status: http.StatusNotImplemented, Code: "tus-unsupported", Detail: "resumable uploads are not supported by this site's storage"}
 	errServerBusy          = &uploadError{Status: http.StatusServiceUnavailable, Code: "server-busy", Detail: "the server is handling too many uploads; try again later"}
 )
 

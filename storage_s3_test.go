@@ -290,9 +290,16 @@ func TestS3Storage(t *testing.T) {
 		req.Header.Set("Tus-Resumable", "1.0.0")
 		req.Header.Set("Upload-Length", "5")
 		req.Header.Set("Upload-Metadata", "filename dC50eHQ=")
-		res, _ := do(t, req)
-		if res.StatusCode != http.StatusInternalServerError || res.Header.Get("Location") != "" {
-			t.Errorf("tus creation: status %d, Location %q; want 500 and none", res.StatusCode, res.Header.Get("Location"))
+		res, body := do(t, req)
+		if res.Header.Get("Location") != "" {
+			t.Errorf("tus creation answered Location %q; want none", res.Header.Get("Location"))
+		}
+		assertJSON(t, "tus creation on s3", body, `{
+			"code": "tus-unsupported",
+			"detail": "resumable uploads are not supported by this site's storage"
+		}`, nil)
+		if res.StatusCode != http.StatusNotImplemented {
+			t.Errorf("tus creation: status %d; want 501", res.StatusCode)
 		}
 		if got := bucketKeys(t, c); fmt.Sprint(got) != fmt.Sprint(before) {
 			t.Errorf("bucket holds %q; want %q", got, before)

@@ -34,7 +34,7 @@ type Files struct {
 
 // ErrNoTus is returned by the tus.Data of Files: resumable uploads are not
 // stored in a bucket yet.
-var ErrNoTus = errors.New("s3: resumable uploads are not supported on s3 storage yet")
+var ErrNoTus = fmt.Errorf("s3: %w yet", tus.ErrUnsupported)
 
 // NewFiles wraps s as a store.Store.
 func NewFiles(s *Store) *Files {

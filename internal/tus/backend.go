@@ -2,9 +2,14 @@ package tus
 
 import (
 	"context"
+	"errors"
 	"io"
 	"strings"
 )
+
+// ErrUnsupported is returned by a backend that cannot hold resumable
+// uploads at all: the protocol answers that clearly instead of failing.
+var ErrUnsupported = errors.New("resumable uploads are not supported by this storage")
 
 // A backend holds resumable uploads for the protocol: their bytes (Data)
 // and their state (States). What it cannot do is an optional interface it
