@@ -2,6 +2,7 @@ package reflexupload
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -45,8 +46,18 @@ type Stored interface {
 
 // State is a shared-state backend: the one-writer lock of resumable
 // uploads and the progress registry (progress, cancel) of an upload root.
+// The root closes the registry when it closes, and the Locker too when it
+// is an io.Closer.
 type State interface {
-	NewState() (lock.Locker, progress.Registry, error)
+	NewState(StateOptions) (lock.Locker, progress.Registry, error)
+}
+
+// StateOptions is what a state backend is told about the upload root it
+// makes the state of.
+type StateOptions struct {
+	// Idle is how long a resumable upload between requests stays in flight
+	// (the chunk_expiry option).
+	Idle time.Duration
 }
 
 // LocalStorage keeps the files in the root folder, opened as an os.Root
@@ -82,7 +93,7 @@ func (MemoryState) CaddyModule() caddy.ModuleInfo {
 }
 
 // NewState implements State.
-func (MemoryState) NewState() (lock.Locker, progress.Registry, error) {
+func (MemoryState) NewState(StateOptions) (lock.Locker, progress.Registry, error) {
 	return new(lock.Memory), progress.NewMemory(), nil
 }
 

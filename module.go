@@ -261,7 +261,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	if h.root, err = openUploadRoot(h.Root, storage, state, h.logger); err != nil {
+	if h.root, err = openUploadRoot(h.Root, storage, state, StateOptions{Idle: time.Duration(h.ChunkExpiry)}, h.logger); err != nil {
 		return err
 	}
 	h.states = h.root.stored.TusStates(h.fsync)

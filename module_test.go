@@ -283,7 +283,7 @@ func TestStaleTempsRemoved(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	u, err := openUploadRoot(dir, LocalStorage{}, MemoryState{}, zap.NewNop())
+	u, err := openUploadRoot(dir, LocalStorage{}, MemoryState{}, StateOptions{}, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package reflexupload
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"sync"
 	"sync/atomic"
@@ -81,6 +82,11 @@ func (u *uploadRoot) Destruct() error {
 	if cerr := u.progress.Close(); err == nil {
 		err = cerr
 	}
+	if c, ok := u.locks.(io.Closer); ok {
+		if cerr := c.Close(); err == nil {
+			err = cerr
+		}
+	}
 	return err
 }
 
@@ -95,7 +101,7 @@ func (u *uploadRoot) release() error {
 // backends (for the local storage: creating the folder and its private
 // folder if missing, and removing temp files that a crash left behind),
 // and starts its sweeper.
-func openUploadRoot(dir string, storage Storage, state State, logger *zap.Logger) (*uploadRoot, error) {
+func openUploadRoot(dir string, storage Storage, state State, opts StateOptions, logger *zap.Logger) (*uploadRoot, error) {
 	abs, err := caddy.FastAbs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("root %q: %w", dir, err)
@@ -105,7 +111,7 @@ func openUploadRoot(dir string, storage Storage, state State, logger *zap.Logger
 		if err != nil {
 			return nil, err
 		}
-		locks, reg, err := state.NewState()
+		locks, reg, err := state.NewState(opts)
 		if err != nil {
 			_ = s.Close()
 			return nil, err
