@@ -1,0 +1,162 @@
+package instances_test
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+// tusHeaders are the headers of a tus request of token, plus more (pairs).
+func tusHeaders(token string, more ...string) map[string]string {
+	h := map[string]string{"Tus-Resumable": "1.0.0", tokenHeader: token}
+	for i := 0; i+1 < len(more); i += 2 {
+		h[more[i]] = more[i+1]
+	}
+	return h
+}
+
+// createTus creates a resumable upload of size bytes named name at n and
+// returns its path.
+func createTus(t *testing.T, n *instance, token, name string, size int) string {
+	t.Helper()
+	meta := "filename " + base64.StdEncoding.EncodeToString([]byte(name))
+	res, body := do(t, http.MethodPost, n.url("/_upload/.uploads"),
+		tusHeaders(token, "Upload-Length", strconv.Itoa(size), "Upload-Metadata", meta), nil)
+	loc := res.Header.Get("Location")
+	if res.StatusCode != http.StatusCreated || loc == "" {
+		t.Fatalf("creation at %s: %d %q %s", n.name, res.StatusCode, loc, body)
+	}
+	if u, err := res.Request.URL.Parse(loc); err == nil {
+		loc = u.Path
+	}
+	return loc
+}
+
+// headOffset asks n for the offset of the upload at loc.
+func headOffset(t *testing.T, n *instance, token, loc string) int {
+	t.Helper()
+	res, _ := do(t, http.MethodHead, n.url(loc), tusHeaders(token), nil)
+	off, err := strconv.Atoi(res.Header.Get("Upload-Offset"))
+	if res.StatusCode != http.StatusOK || err != nil {
+		t.Fatalf("HEAD at %s: %d, Upload-Offset %q", n.name, res.StatusCode, res.Header.Get("Upload-Offset"))
+	}
+	return off
+}
+
+// patch sends one PATCH of chunk at offset to n.
+func patch(t *testing.T, n *instance, token, loc string, offset int, chunk []byte) (*http.Response, []byte) {
+	t.Helper()
+	return do(t, http.MethodPatch, n.url(loc), tusHeaders(token,
+		"Upload-Offset", strconv.Itoa(offset), "Content-Type", "application/offset+octet-stream"), chunk)
+}
+
+// TestTusAcrossInstances creates a resumable upload at A, sends its
+// PATCHes alternately to A and B, and asks C for the offset between them:
+// the offset is always right, and the stored file is byte-identical with
+// its sha256 in the progress read at C.
+func TestTusAcrossInstances(t *testing.T) {
+	c := startCluster(t, 3)
+	a, b, cc := c.nodes[0], c.nodes[1], c.nodes[2]
+	const token, chunk = "alice", 1 * mib
+	data := randomBytes(6*mib+12345, 2)
+	loc := createTus(t, a, token, "tus.bin", len(data))
+	id := path.Base(loc)
+	for off, i := 0, 0; off < len(data); i++ {
+		n := []*instance{a, b}[i%2]
+		end := min(off+chunk, len(data))
+		res, body := patch(t, n, token, loc, off, data[off:end])
+		if res.StatusCode != http.StatusNoContent || res.Header.Get("Upload-Offset") != strconv.Itoa(end) {
+			t.Fatalf("PATCH %d at %s: %d, Upload-Offset %q: %s", i, n.name, res.StatusCode, res.Header.Get("Upload-Offset"), body)
+		}
+		off = end
+		if got := headOffset(t, cc, token, loc); got != off {
+			t.Fatalf("HEAD at C after PATCH %d: offset %d; want %d", i, got, off)
+		}
+	}
+	got, err := os.ReadFile(filepath.Join(c.root, "tus.bin"))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("the stored file: %d bytes, %v; want the %d bytes sent", len(got), err, len(data))
+	}
+	sum := sha256.Sum256(data)
+	s, raw := progressOf(t, cc, id, token)
+	var files []struct {
+		Path   string `json:"path"`
+		SHA256 string `json:"sha256"`
+	}
+	if err := json.Unmarshal(s.Files, &files); s.State != "done" || err != nil || len(files) != 1 ||
+		files[0].Path != "tus.bin" || files[0].SHA256 != hex.EncodeToString(sum[:]) {
+		t.Errorf("progress at C: %s; want done with tus.bin and sha256 %x", raw, sum)
+	}
+}
+
+// TestTusRaceAcrossInstances sends two PATCHes of different bytes for one
+// upload at once, to A and to B, 20 times: at most one succeeds, the other
+// is refused (409) or interrupted (503), and the upload holds an exact
+// prefix of one of the two, never a mix: completed from its offset, the
+// stored file is one body's prefix followed by the rest.
+func TestTusRaceAcrossInstances(t *testing.T) {
+	c := startCluster(t, 3)
+	a, b, cc := c.nodes[0], c.nodes[1], c.nodes[2]
+	const token, size = "alice", 1 * mib
+	outcomes := map[string]int{}
+	for i := range 20 {
+		name := fmt.Sprintf("race-%02d.bin", i)
+		bodies := [2][]byte{randomBytes(size, uint64(100+2*i)), randomBytes(size, uint64(101+2*i))}
+		loc := createTus(t, a, token, name, size)
+		var wg sync.WaitGroup
+		statuses := [2]int{}
+		for j, n := range []*instance{a, b} {
+			r := startRaw(t, n, http.MethodPatch, loc, tusHeaders(token,
+				"Upload-Offset", "0", "Content-Type", "application/offset+octet-stream"), bodies[j])
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				go r.pace(32*kib, 5*time.Millisecond)
+				res, body := r.response(t)
+				statuses[j] = res.StatusCode
+				switch res.StatusCode {
+				case http.StatusNoContent, http.StatusConflict, http.StatusServiceUnavailable:
+				default:
+					t.Errorf("round %d, PATCH at %s: %d %s; want 204, 409 or 503", i, n.name, res.StatusCode, body)
+				}
+			}()
+		}
+		wg.Wait()
+		outcomes[fmt.Sprintf("A %d, B %d", statuses[0], statuses[1])]++
+		if statuses[0] == http.StatusNoContent && statuses[1] == http.StatusNoContent {
+			t.Fatalf("round %d: both PATCHes succeeded", i)
+		}
+
+		// Complete the upload from its offset at C with the rest of the
+		// body whose prefix it holds (either: the rest is checked below).
+		off := headOffset(t, cc, token, loc)
+		if off < size {
+			res, body := patch(t, cc, token, loc, off, bodies[0][off:])
+			if res.StatusCode != http.StatusNoContent {
+				t.Fatalf("round %d, completing at C from %d: %d %s", i, off, res.StatusCode, body)
+			}
+		}
+		got, err := os.ReadFile(filepath.Join(c.root, name))
+		if err != nil || len(got) != size {
+			t.Fatalf("round %d: the stored file: %d bytes, %v", i, len(got), err)
+		}
+		if !bytes.Equal(got[off:], bodies[0][off:]) {
+			t.Fatalf("round %d: the completion's bytes are not what it sent", i)
+		}
+		if !bytes.Equal(got[:off], bodies[0][:off]) && !bytes.Equal(got[:off], bodies[1][:off]) {
+			t.Fatalf("round %d: the first %d bytes are a mix of the two PATCHes", i, off)
+		}
+	}
+	t.Logf("outcomes over 20 rounds: %v", outcomes)
+}
