@@ -76,12 +76,12 @@ func normalJSON(t *testing.T, raw json.RawMessage) string {
 }
 
 // provisionRedis provisions a handler on root with the redis state of
-// JSON stateJSON.
+// JSON stateJSON and a chunk_expiry of 1h.
 func provisionRedis(t *testing.T, root, stateJSON string) (*Handler, error) {
 	t.Helper()
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	t.Cleanup(cancel)
-	h := &Handler{Root: root, StateRaw: json.RawMessage(stateJSON)}
+	h := &Handler{Root: root, StateRaw: json.RawMessage(stateJSON), ChunkExpiry: caddy.Duration(time.Hour)}
 	err := h.Provision(ctx)
 	if err != nil {
 		h.Cleanup()
@@ -92,7 +92,7 @@ func provisionRedis(t *testing.T, root, stateJSON string) (*Handler, error) {
 
 // TestRedisStateProvision connects to a real Redis: placeholders are
 // expanded, two upload roots with the same key prefix share their upload
-// ids, a server that cannot be reached or refuses the password is an error
+// ids, an upload between requests keeps its record for chunk_expiry, a server that cannot be reached or refuses the password is an error
 // at provisioning, and the connections go when the handler is cleaned up.
 func TestRedisStateProvision(t *testing.T) {
 	addr := enginetest.Redis(t)
@@ -138,8 +138,14 @@ func TestRedisStateProvision(t *testing.T) {
 	}
 	up.Leave()
 	db3 := redis.NewClient(&redis.Options{Addr: addr, DB: 3})
-	if keys, err := db3.Keys(ctx, "t1:progress:up:*").Result(); err != nil || len(keys) != 1 {
-		t.Errorf("records in db 3 under t1: %q, %v; want one", keys, err)
+	keys, err := db3.Keys(ctx, "t1:progress:up:*").Result()
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("records in db 3 under t1: %q, %v; want one", keys, err)
+	}
+	// Between requests, the record stays for chunk_expiry (1h), not the
+	// registry's default (24h).
+	if ttl, err := db3.PTTL(ctx, keys[0]).Result(); err != nil || ttl <= 59*time.Minute || ttl > time.Hour {
+		t.Errorf("TTL of the record after Leave: %v, %v; want chunk_expiry, 1h", ttl, err)
 	}
 	db3.Close()
 
