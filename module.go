@@ -179,7 +179,8 @@ type Handler struct {
 	// Where the state that requests share is kept: the one-writer lock of
 	// resumable uploads and the progress registry (progress, cancel). A
 	// module in the http.reflex_upload.state namespace, named by its
-	// "backend" key. Default: memory (this process).
+	// "backend" key. Default: memory (this process); redis shares it
+	// between instances.
 	StateRaw json.RawMessage `json:"state,omitempty" caddy:"namespace=http.reflex_upload.state inline_key=backend"`
 
 	failStatus []statusRange

@@ -237,17 +237,26 @@ func (r *rawRequest) pace(step int, interval time.Duration) {
 // response reads the answer.
 func (r *rawRequest) response(t *testing.T) (*http.Response, []byte) {
 	t.Helper()
+	res, body, err := r.read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res, body
+}
+
+// read reads the answer; for goroutines other than the test's.
+func (r *rawRequest) read() (*http.Response, []byte, error) {
 	r.conn.SetReadDeadline(time.Now().Add(30 * time.Second))
 	res, err := http.ReadResponse(bufio.NewReader(r.conn), nil)
 	if err != nil {
-		t.Fatalf("reading the answer: %v", err)
+		return nil, nil, fmt.Errorf("reading the answer: %w", err)
 	}
 	defer res.Body.Close()
 	b, err := io.ReadAll(res.Body)
 	if err != nil {
-		t.Fatalf("reading the answer's body: %v", err)
+		return nil, nil, fmt.Errorf("reading the answer's body: %w", err)
 	}
-	return res, b
+	return res, b, nil
 }
 
 // multipartBody is a multipart/form-data body with one file part, and its

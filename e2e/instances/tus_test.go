@@ -123,7 +123,11 @@ func TestTusRaceAcrossInstances(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				go r.pace(32*kib, 5*time.Millisecond)
-				res, body := r.response(t)
+				res, body, err := r.read()
+				if err != nil {
+					t.Errorf("round %d, PATCH at %s: %v", i, n.name, err)
+					return
+				}
 				statuses[j] = res.StatusCode
 				switch res.StatusCode {
 				case http.StatusNoContent, http.StatusConflict, http.StatusServiceUnavailable:
@@ -133,6 +137,9 @@ func TestTusRaceAcrossInstances(t *testing.T) {
 			}()
 		}
 		wg.Wait()
+		if t.Failed() {
+			t.FailNow()
+		}
 		outcomes[fmt.Sprintf("A %d, B %d", statuses[0], statuses[1])]++
 		if statuses[0] == http.StatusNoContent && statuses[1] == http.StatusNoContent {
 			t.Fatalf("round %d: both PATCHes succeeded", i)
