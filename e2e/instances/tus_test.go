@@ -167,3 +167,53 @@ func TestTusRaceAcrossInstances(t *testing.T) {
 	}
 	t.Logf("outcomes over 20 rounds: %v", outcomes)
 }
+
+// TestTusKillAcrossInstances kills (SIGKILL) the instance receiving a
+// PATCH: the dead instance's lock goes with its lease, HEAD at B gives an
+// offset whose bytes are all there, and the upload completes at B
+// byte-identical.
+func TestTusKillAcrossInstances(t *testing.T) {
+	c := startCluster(t, 2)
+	a, b := c.nodes[0], c.nodes[1]
+	const token, size, sent = "alice", 24 * mib, 20 * mib
+	data := randomBytes(size, 4)
+	loc := createTus(t, a, token, "killed.bin", size)
+	id := path.Base(loc)
+
+	// One PATCH for the whole file, of which only 20 MiB are sent; A is
+	// killed once it has saved the upload mid-PATCH (every 16 MiB).
+	r := startRaw(t, a, http.MethodPatch, loc, tusHeaders(token,
+		"Upload-Offset", "0", "Content-Type", "application/offset+octet-stream"), data)
+	if err := r.write(sent); err != nil {
+		t.Fatal(err)
+	}
+	statePath := filepath.Join(c.root, ".uploads", "tus", id+".json")
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		var state struct {
+			Offset int64 `json:"offset"`
+		}
+		if b, err := os.ReadFile(statePath); err == nil && json.Unmarshal(b, &state) == nil && state.Offset >= 16*mib {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the upload's state never counted 16 MiB")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	a.caddy.Kill(t)
+
+	start := time.Now()
+	off := headOffset(t, b, token, loc)
+	t.Logf("HEAD at B answered %v after A was killed: offset %d", time.Since(start).Round(time.Millisecond), off)
+	if off < 16*mib || off > sent {
+		t.Fatalf("HEAD at B after A was killed: offset %d; want 16 MiB to 20 MiB", off)
+	}
+	res, body := patch(t, b, token, loc, off, data[off:])
+	if res.StatusCode != http.StatusNoContent {
+		t.Fatalf("resuming at B from %d: %d %s", off, res.StatusCode, body)
+	}
+	got, err := os.ReadFile(filepath.Join(c.root, "killed.bin"))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("the stored file: %d bytes, %v; want the %d bytes sent", len(got), err, len(data))
+	}
+}
