@@ -203,9 +203,15 @@ func TestTusJSShutdownDuringPatch(t *testing.T) {
 	res := run.result(t)
 	h.assertComplete(t, res, run, "term.bin", size, sum)
 	h.assertResumed(t, run, res)
-	patches := run.lines("http PATCH ")
-	if len(patches) < 2 || !strings.Contains(patches[0], " status=503") {
-		t.Errorf("PATCH answers %q; want the first one 503 (retried), then the resumed one", patches)
+	// The PATCH in flight is answered 503 and retried. The answer can be
+	// lost with the connection: Caddy exits at once, and the kernel resets
+	// a socket closed with body bytes still unread, which the client sees
+	// as a failed request (status 0) and retries just the same.
+	patches, retries := run.lines("http PATCH "), run.lines("retry ")
+	answered503 := len(patches) >= 2 && strings.Contains(patches[0], " status=503")
+	lost := len(patches) >= 1 && len(retries) >= 1 && strings.Contains(retries[0], " status=0 retry=true")
+	if !answered503 && !lost {
+		t.Errorf("PATCH answers %q, retries %q; want the first PATCH answered 503 (or cut) and retried, then the resumed one", patches, retries)
 	}
 	resumed := false
 	for _, l := range run.lines("http HEAD ") {
