@@ -804,8 +804,12 @@ func startRaw(t *testing.T, ctx context.Context, addr, path string, hdr http.Hea
 				return
 			default:
 			}
-			n, err := conn.Write(body[off:min(off+chunk, len(body))])
-			u.written.Add(int64(n))
+			// Counted before the write returns: the server can read the
+			// bytes (and report them in its progress) before it does.
+			piece := body[off:min(off+chunk, len(body))]
+			u.written.Add(int64(len(piece)))
+			n, err := conn.Write(piece)
+			u.written.Add(int64(n - len(piece)))
 			if err != nil {
 				u.setWriteErr(err)
 				return
