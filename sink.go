@@ -8,7 +8,6 @@ import (
 	"os"
 	"path"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -76,6 +75,9 @@ func newFileSink(f sinkFile, h hash.Hash, park *parking) *fileSink {
 // module made, in its private folder) is opened again when parked, or nil
 // (no parking) if its folder cannot be opened.
 func (u *uploadRoot) appendTo(name string) *parking {
+	if !canPark {
+		return nil
+	}
 	dir := path.Dir(name)
 	if d, ok := u.folders.Load(dir); ok {
 		return &parking{dir: d.(*os.File), name: path.Base(name)}
@@ -110,7 +112,7 @@ func (u *uploadRoot) closeFolders() {
 // there is none.
 func (s *fileSink) open() error {
 	return waitDescriptor(func() error {
-		fd, err := syscall.Openat(int(s.park.dir.Fd()), s.park.name, syscall.O_WRONLY|syscall.O_APPEND|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, 0)
+		fd, err := openInFolder(s.park.dir, s.park.name)
 		if err != nil {
 			return &fs.PathError{Op: "open", Path: s.park.name, Err: err}
 		}
@@ -132,8 +134,8 @@ func (s *fileSink) write(p []byte) (int, error) {
 	}
 	n := 0
 	for n < len(p) {
-		k, err := syscall.Write(s.fd, p[n:])
-		if err == syscall.EINTR {
+		k, err := fdWrite(s.fd, p[n:])
+		if interrupted(err) {
 			continue
 		}
 		if err != nil {
@@ -165,7 +167,7 @@ func (s *fileSink) parkNow() error {
 		return err
 	}
 	if s.fd >= 0 {
-		err := syscall.Close(s.fd)
+		err := fdClose(s.fd)
 		s.fd = -1
 		if err != nil {
 			return &fs.PathError{Op: "close", Path: s.park.name, Err: err}
@@ -233,7 +235,7 @@ func (s *fileSink) syncLocked() error {
 			return err
 		}
 	}
-	if err := syscall.Fsync(s.fd); err != nil {
+	if err := fdSync(s.fd); err != nil {
 		return &fs.PathError{Op: "sync", Path: s.park.name, Err: err}
 	}
 	return nil
