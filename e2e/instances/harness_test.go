@@ -2,9 +2,10 @@
 // side by side, the way a site runs them behind a load balancer: each is
 // Caddy built from ./cmd/caddy as a child process on its own loopback port,
 // all with `state redis` on one private redis-server and `storage local` on
-// one shared root folder (which stands in for shared storage). A request
+// one shared root folder (which stands in for shared storage), or, in
+// s3_test.go, `storage s3` on one bucket behind a load balancer. A request
 // may land on any instance; the tests send each request to the instance
-// they choose and check what clients see: statuses, JSON, bytes on disk.
+// they choose and check what clients see: statuses, JSON, stored bytes.
 package instances_test
 
 import (
@@ -90,19 +91,27 @@ func startCluster(t *testing.T, n int) *cluster {
 	}
 	for i := range n {
 		name := string(rune('A' + i))
-		dir := filepath.Join(base, name)
-		if err := os.Mkdir(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
 		addr := caddyrun.FreeAddr(t)
-		cfg, err := supervisor.Caddy(bin, dir, supervisor.UploadSite(addr, root, nil, upload))
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.Name = "Caddy " + name
-		c.nodes = append(c.nodes, &instance{name: name, addr: addr, caddy: caddyrun.Serve(t, ctx, cfg, caddyrun.Listening(addr))})
+		c.nodes = append(c.nodes, startCaddy(t, ctx, bin, base, name, addr, supervisor.UploadSite(addr, root, nil, upload)))
 	}
 	return c
+}
+
+// startCaddy runs Caddy on site in base/name, with env added to its
+// environment, and waits until it listens on addr.
+func startCaddy(t *testing.T, ctx context.Context, bin, base, name, addr, site string, env ...string) *instance {
+	t.Helper()
+	dir := filepath.Join(base, name)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := supervisor.Caddy(bin, dir, site)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Name = "Caddy " + name
+	cfg.Env = append(cfg.Env, env...)
+	return &instance{name: name, addr: addr, caddy: caddyrun.Serve(t, ctx, cfg, caddyrun.Listening(addr))}
 }
 
 // randomBytes returns n bytes from seed.
@@ -262,13 +271,42 @@ func (r *rawRequest) read() (*http.Response, []byte, error) {
 // multipartBody is a multipart/form-data body with one file part, and its
 // Content-Type.
 func multipartBody(name string, data []byte) ([]byte, string) {
+	return multipartFiles(namedFile{name, data})
+}
+
+// namedFile is a file part of a multipart body.
+type namedFile struct {
+	name string
+	data []byte
+}
+
+// multipartFiles is a multipart/form-data body with the files in order,
+// and its Content-Type.
+func multipartFiles(files ...namedFile) ([]byte, string) {
 	const boundary = "instances-test-boundary"
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "--%s\r\nContent-Disposition: form-data; name=\"files\"; filename=%q\r\n"+
-		"Content-Type: application/octet-stream\r\n\r\n", boundary, name)
-	b.Write(data)
-	fmt.Fprintf(&b, "\r\n--%s--\r\n", boundary)
+	for _, f := range files {
+		fmt.Fprintf(&b, "--%s\r\nContent-Disposition: form-data; name=\"files\"; filename=%q\r\n"+
+			"Content-Type: application/octet-stream\r\n\r\n", boundary, f.name)
+		b.Write(f.data)
+		b.WriteString("\r\n")
+	}
+	fmt.Fprintf(&b, "--%s--\r\n", boundary)
 	return b.Bytes(), "multipart/form-data; boundary=" + boundary
+}
+
+// sendRaw sends a whole request on its own connection while reading the
+// answer, which may come (and the connection close) before the body is
+// all sent, as for a refused upload.
+func sendRaw(t *testing.T, n *instance, method, path string, hdr map[string]string, body []byte) (*http.Response, []byte) {
+	t.Helper()
+	r := startRaw(t, n, method, path, hdr, body)
+	sending := make(chan struct{})
+	go func() { defer close(sending); r.pace(256*kib, 0) }()
+	res, b := r.response(t)
+	r.conn.Close() // ends the sending if the answer came first
+	<-sending
+	return res, b
 }
 
 // startMultipart starts a standard upload of one file to n, id and token
