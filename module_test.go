@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -22,6 +24,7 @@ import (
 	"github.com/reflexupload/caddy-reflex-upload/internal/filecheck"
 	"github.com/reflexupload/caddy-reflex-upload/internal/lock"
 	"github.com/reflexupload/caddy-reflex-upload/internal/store"
+	"github.com/reflexupload/caddy-reflex-upload/internal/tus"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -340,5 +343,38 @@ func TestBackendsProvision(t *testing.T) {
 				t.Errorf("locks are %T; want the memory locker", h.root.locks)
 			}
 		})
+	}
+}
+
+// The sweeper follows the chunk_expiry it is given at once: a root opened
+// with the default (a sweep every 10 minutes) and then set to a short
+// expiry, as a config load or reload does, removes an expired upload
+// within seconds.
+func TestSweeperFollowsExpiry(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	u, err := openUploadRoot(dir, LocalStorage{}, MemoryState{}, StateOptions{Idle: defaultChunkExpiry}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.release()
+	ctx, id := context.Background(), tus.NewID()
+	if err := u.data.Create(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.states.Save(ctx, &tus.Info{ID: id, Length: 3, Expires: time.Now().Add(-time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // the sweeper is waiting on its first timer
+	u.setSweepInterval(2 * time.Second)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(dir, reservedDir, "tus", id)); errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("an expired upload is still there 5 s after chunk_expiry was set to 2 s")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

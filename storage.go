@@ -49,6 +49,7 @@ type uploadRoot struct {
 	sweepEvery atomic.Int64  // the sweeper's interval, in nanoseconds
 	expiry     atomic.Int64  // chunk_expiry, in nanoseconds: the age of a stale write
 	closed     chan struct{} // closed by Destruct: the sweeper stops
+	resweep    chan struct{} // the sweep interval changed: the sweeper waits anew
 
 	heldMu sync.Mutex
 	held   map[string]store.Publisher // completed resumable uploads the app has yet to accept
@@ -117,7 +118,7 @@ func openUploadRoot(dir string, storage Storage, state State, opts StateOptions,
 			return nil, err
 		}
 		u := &uploadRoot{dir: abs, stored: s, files: s, data: s, states: s.TusStates(false), progress: reg, locks: locks,
-			clock: time.Now, closed: make(chan struct{}), held: map[string]store.Publisher{}}
+			clock: time.Now, closed: make(chan struct{}), resweep: make(chan struct{}, 1), held: map[string]store.Publisher{}}
 		if l, ok := s.(interface {
 			RemoveStaleTemps(time.Duration) ([]string, error)
 		}); ok {
@@ -129,7 +130,11 @@ func openUploadRoot(dir string, storage Storage, state State, opts StateOptions,
 				logger.Info("removed stale temp file", zap.String("name", name))
 			}
 		}
-		u.setSweepInterval(defaultChunkExpiry)
+		expiry := opts.Idle
+		if expiry <= 0 {
+			expiry = defaultChunkExpiry
+		}
+		u.setSweepInterval(expiry)
 		go u.runSweeper(logger)
 		return u, nil
 	})

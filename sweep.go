@@ -50,10 +50,16 @@ func sweepInterval(expiry time.Duration) time.Duration {
 }
 
 // setSweepInterval sets how often the sweeper runs, from the chunk_expiry
-// of the handler provisioned last.
+// of the handler provisioned last. The sweeper waits its new interval from
+// now, not the rest of the old one (a reload that shortens chunk_expiry
+// takes effect at once).
 func (u *uploadRoot) setSweepInterval(expiry time.Duration) {
 	u.sweepEvery.Store(int64(sweepInterval(expiry)))
 	u.expiry.Store(int64(expiry))
+	select {
+	case u.resweep <- struct{}{}:
+	default: // a wake-up is pending already
+	}
 }
 
 // staleSweeper is a storage that keeps what an interrupted write leaves
@@ -88,6 +94,9 @@ func (u *uploadRoot) runSweeper(logger *zap.Logger) {
 		case <-u.closed:
 			t.Stop()
 			return
+		case <-u.resweep:
+			t.Stop()
+			continue
 		case <-t.C:
 		}
 		if n := u.sweepTus(u.now()); n > 0 {
