@@ -427,16 +427,7 @@ func TestE2ERetention(t *testing.T) {
 func TestE2EReload(t *testing.T) {
 	root := t.TempDir()
 	config := func(maxSize string) string {
-		return fmt.Sprintf(`{
-	skip_install_trust
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	auto_https off
-	grace_period 30s
-}
-http://localhost:9080 {
-	reflex_upload {
+		return caddyGlobals("\tgrace_period 30s") + fmt.Sprintf(`	reflex_upload {
 		root %s
 		max_size %s
 	}
@@ -492,7 +483,7 @@ func TestE2EMetricsAndPlaceholders(t *testing.T) {
 	res, body = postFiles(t, "/_upload", nil, part{name: "big.bin", data: make([]byte, 100)})
 	assertError(t, res, body, 413, "file-too-large", "big.bin")
 
-	res, body = do(t, mustRequest(t, http.MethodGet, "http://localhost:2999/metrics"))
+	res, body = do(t, mustRequest(t, http.MethodGet, caddyAdminURL()+"/metrics"))
 	if res.StatusCode != 200 {
 		t.Fatalf("metrics: %d", res.StatusCode)
 	}

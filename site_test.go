@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -20,11 +21,55 @@ import (
 // handlers provisioned in a test context behind httptest.NewServer, on a
 // port of its own, so that its test can run in parallel with others. A
 // site that needs a whole Caddy (another directive, such as reverse_proxy
-// or encode) is loaded into Caddy's own test harness on the fixed ports
-// 9080 (HTTP) and 2999 (admin), one test at a time.
+// or encode) is loaded into Caddy's own test harness, one test at a time
+// (the harness runs one Caddy in the test process), on loopback ports
+// that the process picks free when it first needs them.
+
+// caddyPorts are the loopback ports of the whole-Caddy tests.
+type caddyPorts struct{ http, https, admin int }
+
+// wholeCaddy picks the ports of the whole-Caddy tests once per process:
+// the harness's Caddy keeps its admin endpoint for the process's life.
+var wholeCaddy = sync.OnceValue(func() caddyPorts {
+	var p [3]int
+	var ls []net.Listener
+	for i := range p {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			panic(fmt.Sprintf("picking a free loopback port: %v", err))
+		}
+		ls = append(ls, l) // held until all are picked: three different ports
+		p[i] = l.Addr().(*net.TCPAddr).Port
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return caddyPorts{http: p[0], https: p[1], admin: p[2]}
+})
 
 // caddySiteURL is the site of the whole-Caddy tests.
-const caddySiteURL = "http://localhost:9080"
+func caddySiteURL() string { return fmt.Sprintf("http://127.0.0.1:%d", wholeCaddy().http) }
+
+// caddyAdminURL is the admin endpoint of the whole-Caddy tests.
+func caddyAdminURL() string { return fmt.Sprintf("http://127.0.0.1:%d", wholeCaddy().admin) }
+
+// caddyGlobals is the start of a whole-Caddy test's config: its global
+// options (the ports, everything bound to loopback) plus extra ones,
+// and the opening of its site block, which the test closes.
+func caddyGlobals(extra string) string {
+	p := wholeCaddy()
+	return fmt.Sprintf(`{
+	skip_install_trust
+	admin localhost:%d
+	http_port %d
+	https_port %d
+	default_bind 127.0.0.1
+	auto_https off
+%s
+}
+http://:%d {
+`, p.admin, p.http, p.https, extra, p.http)
+}
 
 // sites maps a test's name to the base URL of its site.
 var sites sync.Map
@@ -38,7 +83,7 @@ func siteOf(t testing.TB) string {
 		}
 		i := strings.LastIndexByte(name, '/')
 		if i < 0 {
-			return caddySiteURL
+			return caddySiteURL()
 		}
 		name = name[:i]
 	}
@@ -161,26 +206,14 @@ func serveLikeCaddy(h caddyhttp.Handler) http.Handler {
 	})
 }
 
-// startCaddy loads the site into a whole Caddy on the fixed ports.
+// startCaddy loads the site into a whole Caddy.
 func startCaddy(t *testing.T, directives string) {
 	t.Helper()
 	fallback := `respond "next handler" 200`
 	if strings.Contains(directives, "reverse_proxy") {
 		fallback = "" // the app is the next handler
 	}
-	config := fmt.Sprintf(`{
-	skip_install_trust
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	auto_https off
-	grace_period 1s
-}
-http://localhost:9080 {
-	%s
-	%s
-}
-`, directives, fallback)
+	config := caddyGlobals("\tgrace_period 1s") + fmt.Sprintf("\t%s\n\t%s\n}\n", directives, fallback)
 	newTester(t).InitServer(config, "caddyfile")
 	if t.Failed() {
 		t.FailNow()
@@ -190,8 +223,9 @@ http://localhost:9080 {
 	client.CloseIdleConnections()
 }
 
-// newTester is Caddy's test harness, whose failures stop the test.
+// newTester is Caddy's test harness on the whole-Caddy tests' admin port,
+// whose failures stop the test.
 func newTester(t *testing.T) *caddytest.Tester {
 	t.Helper()
-	return caddytest.NewTester(t)
+	return caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{AdminPort: wholeCaddy().admin})
 }

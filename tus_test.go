@@ -336,18 +336,9 @@ func TestTusMetadataSize(t *testing.T) {
 	// Caddy reads 16 KiB of request headers by default: allow more, so that
 	// the module's own bound is what answers.
 	root := t.TempDir()
-	newTester(t).InitServer(fmt.Sprintf(`{
-	skip_install_trust
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	auto_https off
-	servers {
+	newTester(t).InitServer(caddyGlobals(`	servers {
 		max_header_size 4MiB
-	}
-}
-http://localhost:9080 {
-	reflex_upload {
+	}`)+fmt.Sprintf(`	reflex_upload {
 		root %s
 	}
 }
