@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"path"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
 
@@ -345,6 +347,9 @@ func (d *dir) list() error {
 	return nil
 }
 
+// MaxPresignTTL is the longest a presigned URL can be valid: SigV4's bound.
+const MaxPresignTTL = 7 * 24 * time.Hour
+
 // PresignOptions shape a presigned URL's answer.
 type PresignOptions struct {
 	// ContentDisposition and ContentType, when set, override the headers
@@ -354,19 +359,60 @@ type PresignOptions struct {
 }
 
 // PresignGet returns a URL that GETs name (relative to the store) for ttl
-// without credentials. Names in the private folder are refused.
+// without credentials. Names in the private folder are refused. It sends
+// no request: the object may not exist.
 func (s *Store) PresignGet(ctx context.Context, name string, ttl time.Duration, opts PresignOptions) (string, error) {
+	return s.presignRequest(ctx, http.MethodGet, name, ttl, opts)
+}
+
+// PresignFile returns a URL that answers method (GET or HEAD: a URL is
+// signed for one method) for the stored file name for ttl without
+// credentials, once a HeadObject has found it. A name that FS would not
+// open as a file is fs.ErrNotExist: missing, a directory (a key prefix
+// that holds objects), or in the private folder.
+func (s *Store) PresignFile(ctx context.Context, method, name string, ttl time.Duration, opts PresignOptions) (string, error) {
+	if method != http.MethodGet && method != http.MethodHead {
+		return "", fmt.Errorf("s3: presigning %s: only GET and HEAD", method)
+	}
+	info, _, err := (&bucketFS{s: s, ctx: ctx}).stat("presign", name)
+	if err != nil {
+		return "", err
+	}
+	if info.IsDir() {
+		return "", &fs.PathError{Op: "presign", Path: name, Err: fs.ErrNotExist}
+	}
+	return s.presignRequest(ctx, method, name, ttl, opts)
+}
+
+// presignRequest presigns a GET or HEAD of name for ttl.
+func (s *Store) presignRequest(ctx context.Context, method, name string, ttl time.Duration, opts PresignOptions) (string, error) {
 	if !fs.ValidPath(name) || name == "." || isPrivate(name) {
 		return "", &fs.PathError{Op: "presign", Path: name, Err: fs.ErrNotExist}
 	}
-	in := &s3.GetObjectInput{Bucket: &s.bucket, Key: aws.String(s.Key(name))}
+	if ttl < time.Second || ttl > MaxPresignTTL {
+		return "", fmt.Errorf("s3: a presigned URL is valid from 1s to 7 days, not %v", ttl)
+	}
+	var disp, ctype *string
 	if opts.ContentDisposition != "" {
-		in.ResponseContentDisposition = &opts.ContentDisposition
+		disp = &opts.ContentDisposition
 	}
 	if opts.ContentType != "" {
-		in.ResponseContentType = &opts.ContentType
+		ctype = &opts.ContentType
 	}
-	req, err := s.presign.PresignGetObject(ctx, in, s3.WithPresignExpires(ttl))
+	key := aws.String(s.Key(name))
+	var (
+		req *v4.PresignedHTTPRequest
+		err error
+	)
+	if method == http.MethodHead {
+		req, err = s.presign.PresignHeadObject(ctx, &s3.HeadObjectInput{
+			Bucket: &s.bucket, Key: key, ResponseContentDisposition: disp, ResponseContentType: ctype,
+		}, s3.WithPresignExpires(ttl))
+	} else {
+		req, err = s.presign.PresignGetObject(ctx, &s3.GetObjectInput{
+			Bucket: &s.bucket, Key: key, ResponseContentDisposition: disp, ResponseContentType: ctype,
+		}, s3.WithPresignExpires(ttl))
+	}
 	if err != nil {
 		return "", fmt.Errorf("s3: presigning: %w", err)
 	}

@@ -260,3 +260,97 @@ func TestPresignGet(t *testing.T) {
 		}
 	}
 }
+
+// TestPresignFile: a presigned URL is made only for a stored file (after
+// one HeadObject), works with a plain client for its method, with the
+// headers asked for and ranges, and the store refuses it once expired.
+func TestPresignFile(t *testing.T) {
+	t.Parallel()
+	s, rec, big := fsStore(t)
+	ctx := context.Background()
+	opts := PresignOptions{ContentDisposition: `attachment; filename="big.bin"`, ContentType: "application/octet-stream"}
+	fetch := func(method, u string, header ...string) (*http.Response, []byte) {
+		t.Helper()
+		req, err := http.NewRequest(method, u, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, err := io.ReadAll(res.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res, b
+	}
+
+	u, err := s.PresignFile(ctx, http.MethodGet, "big.bin", time.Minute, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := rec.count("HeadObject"); got != 1 || len(rec.ops) != 1 {
+		t.Errorf("presigning sent %q; want one HeadObject", rec.ops)
+	}
+	res, body := fetch(http.MethodGet, u)
+	if res.StatusCode != http.StatusOK || !bytes.Equal(body, big) {
+		t.Fatalf("presigned GET: %d, %d bytes; want 200 and the file", res.StatusCode, len(body))
+	}
+	if v := res.Header.Get("Content-Disposition"); v != opts.ContentDisposition {
+		t.Errorf("Content-Disposition %q; want %q", v, opts.ContentDisposition)
+	}
+	if v := res.Header.Get("Content-Type"); v != opts.ContentType {
+		t.Errorf("Content-Type %q; want %q", v, opts.ContentType)
+	}
+	res, body = fetch(http.MethodGet, u, "Range", "bytes=100-199")
+	if res.StatusCode != http.StatusPartialContent || !bytes.Equal(body, big[100:200]) {
+		t.Errorf("presigned ranged GET: %d, %d bytes; want 206 and bytes 100-199", res.StatusCode, len(body))
+	}
+	if res, _ := fetch(http.MethodHead, u); res.StatusCode != http.StatusForbidden {
+		t.Errorf("HEAD of a URL signed for GET: %d; want 403", res.StatusCode)
+	}
+
+	hu, err := s.PresignFile(ctx, http.MethodHead, "a.txt", time.Minute, PresignOptions{ContentType: "text/plain; charset=utf-8", ContentDisposition: "attachment"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, body = fetch(http.MethodHead, hu)
+	if res.StatusCode != http.StatusOK || len(body) != 0 || res.ContentLength != 5 {
+		t.Errorf("presigned HEAD: %d, length %d, %d bytes of body; want 200, 5, none", res.StatusCode, res.ContentLength, len(body))
+	}
+	if ct, cd := res.Header.Get("Content-Type"), res.Header.Get("Content-Disposition"); ct != "text/plain; charset=utf-8" || cd != "attachment" {
+		t.Errorf("presigned HEAD: Content-Type %q, Content-Disposition %q", ct, cd)
+	}
+
+	for _, name := range []string{"missing.txt", "dir", "dir/sub", ".uploads/secret", ".uploads", "../x", ".", "/a.txt", "a.txt/"} {
+		if u, err := s.PresignFile(ctx, http.MethodGet, name, time.Minute, opts); !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, fs.ErrInvalid) {
+			t.Errorf("PresignFile(%q): %q, %v; want not found", name, u, err)
+		}
+	}
+	for _, ttl := range []time.Duration{0, -time.Minute, 500 * time.Millisecond, MaxPresignTTL + time.Second} {
+		if u, err := s.PresignFile(ctx, http.MethodGet, "a.txt", ttl, opts); err == nil {
+			t.Errorf("presigned for %v: %q", ttl, u)
+		}
+	}
+	if _, err := s.PresignFile(ctx, http.MethodPut, "a.txt", time.Minute, opts); err == nil {
+		t.Error("presigned a PUT")
+	}
+
+	// Expired: the store refuses it.
+	u, err = s.PresignFile(ctx, http.MethodGet, "a.txt", time.Second, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, body := fetch(http.MethodGet, u); res.StatusCode != http.StatusOK || string(body) != "hello" {
+		t.Fatalf("presigned GET within its second: %d %q", res.StatusCode, body)
+	}
+	time.Sleep(2100 * time.Millisecond)
+	if res, body := fetch(http.MethodGet, u); res.StatusCode != http.StatusForbidden || bytes.Contains(body, []byte("hello")) {
+		t.Errorf("presigned GET after its ttl: %d %q; want 403", res.StatusCode, body)
+	}
+}
