@@ -189,7 +189,9 @@ type Handler struct {
 	states     tus.States // the state of resumable uploads
 	fsync      bool
 	files      *fileserver.FileServer
-	fsName     string // the key of storedFS in the config's file systems
+	redirect   time.Duration // storage s3's redirect: how long a presigned URL is valid; 0 serves files through Caddy
+	presigner  presigner     // the root's storage, when redirect
+	fsName     string        // the key of storedFS in the config's file systems
 	ctx        caddy.Context
 	logger     *zap.Logger
 }
@@ -283,7 +285,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.files.Provision(ctx); err != nil {
 		return fmt.Errorf("provisioning file server: %w", err)
 	}
-	return nil
+	return h.provisionRedirect(storage)
 }
 
 // Validate checks the configuration.

@@ -21,7 +21,8 @@ func init() {
 // (one part at a time through a local spool file) and its object appears
 // only once the whole request is accepted; a failure aborts it. Conflict
 // policies are conditional writes (If-None-Match: *). Files are served
-// from the bucket with ranged reads. Resumable (tus) uploads are not
+// from the bucket with ranged reads, or, with Redirect, by a redirect to a
+// presigned URL of the bucket. Resumable (tus) uploads are not
 // stored in a bucket yet: creating one fails.
 type S3Storage struct {
 	// Bucket holds the objects; required.
@@ -41,6 +42,15 @@ type S3Storage struct {
 	// than a host name (bucket.host/key); most self-hosted stores need it.
 	// Default: false.
 	PathStyle bool `json:"path_style,omitempty"`
+	// Redirect, when set, answers GET and HEAD of a stored file with a 307
+	// redirect (Cache-Control: private, no-store) to a presigned URL of
+	// the bucket valid this long (from 1s to 7 days), so the client
+	// fetches the bytes from the store itself. The module first checks
+	// that the file exists (one HEAD of the object: a missing file is a
+	// 404, never a redirect), and the URL makes the store answer with the
+	// Content-Type and Content-Disposition a served file has. Default 0:
+	// files are served through Caddy.
+	Redirect caddy.Duration `json:"redirect,omitempty"`
 
 	cfg s3store.Config
 }
@@ -68,8 +78,14 @@ func (s *S3Storage) Provision(caddy.Context) error {
 	if _, err := s3store.New(s.cfg); err != nil {
 		return fmt.Errorf("storage s3: %w", err)
 	}
+	if r := time.Duration(s.Redirect); r != 0 && (r < time.Second || r > s3store.MaxPresignTTL) {
+		return fmt.Errorf("storage s3: redirect %v: a presigned URL is valid from 1s to 7 days", r)
+	}
 	return nil
 }
+
+// redirectTTL implements redirectStorage.
+func (s *S3Storage) redirectTTL() time.Duration { return time.Duration(s.Redirect) }
 
 // OpenStorage implements Storage. dir names the upload root; the files are
 // in the bucket.
@@ -83,6 +99,12 @@ func (s *S3Storage) OpenStorage(string) (Stored, error) {
 
 // s3Stored is an open S3 storage.
 type s3Stored struct{ *s3store.Files }
+
+// presignFile implements presigner: one HEAD of the object, then a
+// presigned URL of it.
+func (s s3Stored) presignFile(ctx context.Context, method, name string, ttl time.Duration, ctype, disposition string) (string, error) {
+	return s.Store().PresignFile(ctx, method, name, ttl, s3store.PresignOptions{ContentType: ctype, ContentDisposition: disposition})
+}
 
 // SweepStale aborts the multipart uploads and removes the staging objects
 // that writers older than age left behind (a process killed mid-upload).
@@ -101,6 +123,7 @@ func (s s3Stored) SweepStale(ctx context.Context, age time.Duration, now time.Ti
 //		access_key <key>
 //		secret_key <secret>
 //		path_style
+//		redirect   <duration>
 //	}
 func (s *S3Storage) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the backend's name
@@ -115,6 +138,17 @@ func (s *S3Storage) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 		seen[opt] = true
 		args := d.RemainingArgs()
+		if opt == "redirect" {
+			if len(args) != 1 {
+				return d.Errf("storage s3: redirect takes one duration")
+			}
+			ttl, err := caddy.ParseDuration(args[0])
+			if err != nil {
+				return d.Errf("storage s3: parsing redirect: %v", err)
+			}
+			s.Redirect = caddy.Duration(ttl)
+			continue
+		}
 		if opt == "path_style" {
 			if len(args) != 0 {
 				return d.Errf("storage s3: path_style takes no value")
@@ -154,6 +188,8 @@ func (s *S3Storage) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 var (
 	_ Storage               = (*S3Storage)(nil)
 	_ Stored                = s3Stored{}
+	_ presigner             = s3Stored{}
+	_ redirectStorage       = (*S3Storage)(nil)
 	_ caddy.Provisioner     = (*S3Storage)(nil)
 	_ caddyfile.Unmarshaler = (*S3Storage)(nil)
 )

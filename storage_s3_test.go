@@ -75,6 +75,20 @@ reflex_upload {
 // site (s3Site when ""), and returns a client of the bucket.
 func startS3Site(t *testing.T, site string) *s3.Client {
 	t.Helper()
+	if site == "" {
+		site = s3Site
+	}
+	c, site, secret := startBucket(t, site)
+	t.Setenv("REFLEX_TEST_S3_SECRET", secret)
+	startCaddy(t, site)
+	return c
+}
+
+// startBucket starts a versitygw with the bucket, and returns a client of
+// it, site with its ENDPOINT, ACCESS and ROOT filled in, and the secret
+// key.
+func startBucket(t *testing.T, site string) (*s3.Client, string, string) {
+	t.Helper()
 	gw := enginetest.Versitygw(t)
 	c := s3.New(s3.Options{
 		Region:       gw.Region,
@@ -85,13 +99,8 @@ func startS3Site(t *testing.T, site string) *s3.Client {
 	if _, err := c.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(s3Bucket)}); err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv("REFLEX_TEST_S3_SECRET", gw.SecretKey)
-	if site == "" {
-		site = s3Site
-	}
-	site = strings.NewReplacer("ENDPOINT", gw.Endpoint, "ACCESS", gw.AccessKey, "ROOT", t.TempDir()).Replace(site)
-	startCaddy(t, site)
-	return c
+	r := strings.NewReplacer("ENDPOINT", gw.Endpoint, "ACCESS", gw.AccessKey, "ROOT", t.TempDir())
+	return c, r.Replace(site), gw.SecretKey
 }
 
 // bucketKeys lists every key in the bucket, sorted.
