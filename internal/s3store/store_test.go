@@ -57,6 +57,9 @@ type recorder struct {
 	lose func(op string, n int) bool
 	// miss answers 404 without sending (a HEAD that raced a writer).
 	miss func(op string, n int) bool
+	// around, when set, sends each request (send is the real transport):
+	// it may hold it, or change its body.
+	around func(op string, req *http.Request, send func(*http.Request) (*http.Response, error)) (*http.Response, error)
 }
 
 func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -75,7 +78,11 @@ func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 	fail := r.fail != nil && r.fail(op, n)
 	lose := r.lose != nil && r.lose(op, n)
 	miss := r.miss != nil && r.miss(op, n)
+	around := r.around
 	r.mu.Unlock()
+	if around != nil && !miss && !lose && !fail {
+		return around(op, req, http.DefaultTransport.RoundTrip)
+	}
 	if miss {
 		return &http.Response{StatusCode: http.StatusNotFound, Status: "404 Not Found", Header: http.Header{},
 			Body: http.NoBody, Request: req, ProtoMajor: 1, ProtoMinor: 1}, nil

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
@@ -51,12 +50,16 @@ type WriterOptions struct {
 }
 
 // Writer streams one object of unknown length into the store. Bytes spool
-// into a local temp file of one part; each full part is uploaded from the
-// file, so memory per writer stays small whatever the object's size. An
-// object of at most one part is stored with one PutObject and no multipart
-// upload. Nothing is visible under the final name until Commit succeeds;
-// Abort, a failed request and a cancelled context undo everything: the
-// multipart upload is aborted, the staging object and the spool removed.
+// into a local temp file of one part; each full part is uploaded from its
+// file in the background while the next part spools (at most maxInFlight
+// at once, see partUploader), so memory per writer stays small whatever
+// the object's size, and the caller's bytes keep coming while parts
+// upload. A part's failure is returned by the next Write or Commit. An
+// object of at most one part is stored with one PutObject and no
+// multipart upload. Nothing is visible under the final name until Commit
+// succeeds; Abort, a failed request and a cancelled context undo
+// everything: the parts in flight are stopped, the multipart upload
+// aborted, the staging object and the spool files removed.
 //
 // A Writer reports its size; a caller that wants a hash writes through an
 // io.MultiWriter beside it. It is not safe for concurrent use.
@@ -65,14 +68,13 @@ type Writer struct {
 	ctx  context.Context
 	opts WriterOptions
 
-	spool *os.File // nil once removed
-	fill  int64    // bytes in the spool
-	size  int64    // bytes written in all
+	spool *partFile // the part being filled; nil once removed
+	size  int64     // bytes written in all
 
-	key      string // the multipart upload's key (full key)
-	uploadID string
-	parts    []types.CompletedPart
-	staged   bool // the staging object exists (key is its key)
+	key      string        // the multipart upload's key (full key)
+	uploadID string        // "" when there is none (or no more)
+	up       *partUploader // the parts of uploadID
+	staged   bool          // the staging object exists (key is its key)
 
 	err    error // the first failure; the writer is undone then
 	closed bool
@@ -84,33 +86,32 @@ func (s *Store) NewWriter(ctx context.Context, opts WriterOptions) (*Writer, err
 	if opts.Key != "" && isPrivate(opts.Key) {
 		return nil, fmt.Errorf("s3: %q is in the private folder", opts.Key)
 	}
-	f, err := os.CreateTemp(s.tempDir, "s3part-*")
+	p, err := s.newPartFile()
 	if err != nil {
-		return nil, fmt.Errorf("s3: spool file: %w", err)
+		return nil, err
 	}
-	return &Writer{s: s, ctx: ctx, opts: opts, spool: f}, nil
+	return &Writer{s: s, ctx: ctx, opts: opts, spool: p}, nil
 }
 
 // Size is the number of bytes written so far.
 func (w *Writer) Size() int64 { return w.size }
 
-// Write spools p, uploading each part the spool fills.
+// Write spools p, handing each part the spool fills to the background
+// uploads.
 func (w *Writer) Write(p []byte) (int, error) {
 	if err := w.usable(); err != nil {
 		return 0, err
 	}
 	n := 0
 	for len(p) > 0 {
-		if w.fill == w.s.partSize {
+		if w.spool.fill == w.s.partSize {
 			// The spool holds a whole part and more bytes follow: it is not
 			// the last part, so it goes now.
-			if err := w.uploadSpool(); err != nil {
+			if err := w.sendSpool(); err != nil {
 				return n, w.fail(err)
 			}
 		}
-		chunk := p[:min(int64(len(p)), w.s.partSize-w.fill)]
-		m, err := w.spool.WriteAt(chunk, w.fill)
-		w.fill += int64(m)
+		m, err := w.spool.write(p[:min(int64(len(p)), w.s.partSize-w.spool.fill)])
 		w.size += int64(m)
 		n += m
 		if err != nil {
@@ -132,12 +133,18 @@ func (w *Writer) usable() error {
 	if err := w.ctx.Err(); err != nil {
 		return w.fail(context.Cause(w.ctx))
 	}
+	if w.up != nil {
+		if err := w.up.failed(); err != nil {
+			return w.fail(err)
+		}
+	}
 	return nil
 }
 
-// uploadSpool uploads the spool as the next part, starting the multipart
-// upload with the first one, and empties the spool.
-func (w *Writer) uploadSpool() error {
+// sendSpool hands the spool to the background uploads as the next part,
+// starting the multipart upload with the first one, and spools the next
+// part into a new file. It waits while maxInFlight parts are in flight.
+func (w *Writer) sendSpool() error {
 	if w.uploadID == "" {
 		if w.opts.Key != "" {
 			w.key = w.s.Key(w.opts.Key)
@@ -153,24 +160,27 @@ func (w *Writer) uploadSpool() error {
 			return fmt.Errorf("s3: starting the multipart upload: %w", err)
 		}
 		w.uploadID = *out.UploadId
+		w.up = w.s.newPartUploader(w.ctx, w.key, w.uploadID)
 	}
-	if len(w.parts) == maxParts {
+	if w.up.count() == maxParts {
 		return fmt.Errorf("s3: more than %d parts of %d bytes", maxParts, w.s.partSize)
 	}
-	num := int32(len(w.parts) + 1)
-	out, err := w.s.client.UploadPart(w.ctx, &s3.UploadPartInput{
-		Bucket:        &w.s.bucket,
-		Key:           &w.key,
-		UploadId:      &w.uploadID,
-		PartNumber:    &num,
-		ContentLength: aws.Int64(w.fill),
-		Body:          io.NewSectionReader(w.spool, 0, w.fill),
-	})
-	if err != nil {
-		return fmt.Errorf("s3: uploading part %d: %w", num, err)
+	if err := w.up.reserve(); err != nil {
+		return err
 	}
-	w.parts = append(w.parts, types.CompletedPart{ETag: out.ETag, PartNumber: &num})
-	w.fill = 0
+	next, err := w.s.newPartFile()
+	if err != nil {
+		// No file for the next part (out of descriptors or disk space):
+		// this part goes now and its file takes the next one.
+		w.up.release()
+		if err := w.up.uploadNow(w.spool); err != nil {
+			return err
+		}
+		w.spool.reset()
+		return nil
+	}
+	w.up.start(w.spool)
+	w.spool = next
 	return nil
 }
 
@@ -235,13 +245,13 @@ func (w *Writer) put(key string, policy Policy) error {
 	in := &s3.PutObjectInput{
 		Bucket:        &w.s.bucket,
 		Key:           &key,
-		ContentLength: aws.Int64(w.fill),
-		Body:          io.NewSectionReader(w.spool, 0, w.fill),
+		ContentLength: aws.Int64(w.spool.fill),
+		Body:          w.spool.body(),
 	}
 	if w.opts.ContentType != "" {
 		in.ContentType = &w.opts.ContentType
 	}
-	var optFns []func(*s3.Options)
+	optFns := []func(*s3.Options){w.spool.payload()}
 	if policy == Reject {
 		in.IfNoneMatch = aws.String("*")
 		optFns = append(optFns, func(o *s3.Options) { o.RetryMaxAttempts = 1 })
@@ -273,28 +283,34 @@ func (w *Writer) putLanded(key string) (mine, found bool) {
 		return false, false
 	}
 	h := md5.New()
-	if _, err := io.Copy(h, io.NewSectionReader(w.spool, 0, w.fill)); err != nil {
+	if _, err := io.Copy(h, w.spool.body()); err != nil {
 		return false, true
 	}
 	etag := strings.Trim(aws.ToString(head.ETag), `"`)
-	return etag == hex.EncodeToString(h.Sum(nil)) && aws.ToInt64(head.ContentLength) == w.fill, true
+	return etag == hex.EncodeToString(h.Sum(nil)) && aws.ToInt64(head.ContentLength) == w.spool.fill, true
 }
 
-// uploadLast uploads what is left in the spool as the last part and
-// removes the spool.
-func (w *Writer) uploadLast() error {
-	if w.fill > 0 {
-		if err := w.uploadSpool(); err != nil {
-			return err
+// uploadLast hands what is left in the spool over as the last part, then
+// waits for every part to be sent: the parts to complete.
+func (w *Writer) uploadLast() ([]types.CompletedPart, error) {
+	if w.spool != nil && w.spool.fill > 0 {
+		if w.up.count() == maxParts {
+			return nil, fmt.Errorf("s3: more than %d parts of %d bytes", maxParts, w.s.partSize)
 		}
+		if err := w.up.reserve(); err != nil {
+			return nil, err
+		}
+		w.up.start(w.spool)
+		w.spool = nil
 	}
 	w.removeSpool()
-	return nil
+	return w.up.wait()
 }
 
-// completeUpload completes the writer's multipart upload under policy.
-func (w *Writer) completeUpload(policy Policy) error {
-	if err := w.s.complete(w.ctx, w.key, w.uploadID, w.parts, policy); err != nil {
+// completeUpload completes the writer's multipart upload from parts under
+// policy.
+func (w *Writer) completeUpload(parts []types.CompletedPart, policy Policy) error {
+	if err := w.s.complete(w.ctx, w.key, w.uploadID, parts, policy); err != nil {
 		return err // on ErrExists the upload stays open; fail (or Abort) aborts it
 	}
 	w.uploadID = ""
@@ -303,10 +319,11 @@ func (w *Writer) completeUpload(policy Policy) error {
 
 // complete finishes a multipart upload made under the final key.
 func (w *Writer) complete(policy Policy) error {
-	if err := w.uploadLast(); err != nil {
+	parts, err := w.uploadLast()
+	if err != nil {
 		return err
 	}
-	return w.completeUpload(policy)
+	return w.completeUpload(parts, policy)
 }
 
 // stage completes the multipart upload under its staging key, once.
@@ -314,10 +331,11 @@ func (w *Writer) stage() error {
 	if w.staged {
 		return nil
 	}
-	if err := w.uploadLast(); err != nil {
+	parts, err := w.uploadLast()
+	if err != nil {
 		return err
 	}
-	if err := w.completeUpload(Overwrite); err != nil {
+	if err := w.completeUpload(parts, Overwrite); err != nil {
 		return err
 	}
 	w.staged = true
@@ -334,8 +352,8 @@ func (w *Writer) copyStaged(key string, policy Policy) error {
 	return nil
 }
 
-// Abort undoes the write: the multipart upload is aborted, the staging
-// object and the spool removed. It does nothing after Commit succeeded or
+// Abort undoes the write: the parts in flight are stopped, the multipart
+// upload is aborted, the staging object and the spool files removed. It does nothing after Commit succeeded or
 // after a failure (which undid the write already) and is safe to defer.
 func (w *Writer) Abort() error {
 	if w.closed {
@@ -357,6 +375,9 @@ func (w *Writer) fail(err error) error {
 // cleanup error.
 func (w *Writer) undo() error {
 	var first error
+	if w.up != nil {
+		w.up.stop() // before the abort, so that no part lands after it
+	}
 	ctx, cancel := cleanupContext(w.ctx)
 	defer cancel()
 	if w.uploadID != "" {
@@ -381,6 +402,9 @@ func (w *Writer) undo() error {
 
 // finish closes a committed writer.
 func (w *Writer) finish() {
+	if w.up != nil {
+		w.up.stop() // none is in flight: this releases its context
+	}
 	w.removeSpool()
 	w.closed = true
 }
@@ -401,13 +425,12 @@ func (w *Writer) removeStagedCtx(ctx context.Context) error {
 	return nil
 }
 
-// removeSpool closes and removes the spool file.
+// removeSpool removes the spool file.
 func (w *Writer) removeSpool() {
 	if w.spool == nil {
 		return
 	}
-	w.spool.Close()
-	os.Remove(w.spool.Name())
+	w.spool.remove()
 	w.spool = nil
 }
 

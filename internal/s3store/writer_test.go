@@ -108,7 +108,6 @@ func TestWriterConflict(t *testing.T) {
 			}
 			defer w.Abort()
 			write(t, w, data, 1<<20)
-			rec.reset()
 			if err := w.Commit("a.bin", Reject); !errors.Is(err, ErrExists) {
 				t.Fatalf("Commit over an object under Reject: %v, want ErrExists", err)
 			}
@@ -133,13 +132,13 @@ func TestWriterConflict(t *testing.T) {
 				if got, _ := object(t, s, "a (2).bin"); !bytes.Equal(got, data) {
 					t.Fatalf("renamed object: %d bytes, want %d, equal %v", len(got), len(data), bytes.Equal(got, data))
 				}
-				lastPart := 0
+				parts := 0
 				if tc.size > part {
-					lastPart = 1
+					parts = (tc.size + part - 1) / part
 				}
-				if n := rec.count("UploadPart"); n != lastPart {
-					// Only the last part goes at Commit, once; then copies.
-					t.Errorf("UploadPart sent %d times during the commits", n)
+				if n := rec.count("UploadPart"); n != parts {
+					// Each part goes once; the next names are copies.
+					t.Errorf("UploadPart sent %d times, want %d", n, parts)
 				}
 				assertClean(t, s, "site/a (1).bin", "site/a (2).bin", "site/a.bin")
 			}
@@ -204,9 +203,14 @@ func TestWriterUndo(t *testing.T) {
 		}},
 		{"part upload fails", false, func(t *testing.T, s *Store, rec *recorder, w *Writer, cancel context.CancelFunc) error {
 			rec.setFail(func(op string, n int) bool { return op == "UploadPart" && n >= 2 })
+			// The parts upload in the background: the failure comes with a
+			// later Write or, at the latest, with Commit.
 			_, err := w.Write(randomBytes(3*part, 1))
 			if err == nil {
-				t.Fatal("Write succeeded with a failing part upload")
+				err = w.Commit("f", Overwrite)
+			}
+			if err == nil {
+				t.Fatal("Write and Commit succeeded with a failing part upload")
 			}
 			rec.setFail(nil)
 			if _, err2 := w.Write([]byte("x")); err2 == nil || err2.Error() != err.Error() {
