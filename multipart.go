@@ -204,7 +204,7 @@ func (u *upload) receiveFile(part *formstream.Part) error {
 
 	var f store.Temp
 	err = waitDescriptor(func() (err error) {
-		f, err = h.root.files.CreateTemp(context.Background())
+		f, err = h.createTemp(name)
 		return err
 	})
 	if err != nil {
@@ -250,6 +250,17 @@ func (u *upload) receiveFile(part *formstream.Part) error {
 	rf.ContentType = check.ContentType()
 	rf.SHA256 = sink.sum()
 	return nil
+}
+
+// createTemp makes the temp file of a file to be stored as name. Under
+// overwrite and reject the name it is published at is name, so a store
+// that can use it (S3: the object is completed in place, not copied from
+// a staging object) is told.
+func (h *Handler) createTemp(name string) (store.Temp, error) {
+	if byName, ok := h.root.files.(store.TempsByName); ok && h.OnConflict != conflictRename {
+		return byName.CreateTempAs(context.Background(), name)
+	}
+	return h.root.files.CreateTemp(context.Background())
 }
 
 // commit moves every received file into place, all or none: the names are

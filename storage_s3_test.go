@@ -315,6 +315,59 @@ func TestS3Storage(t *testing.T) {
 		}
 	})
 
+	t.Run("large files assembled under their name, staged only under rename", func(t *testing.T) {
+		for _, tc := range []struct{ prefix, want string }{
+			{"o", "o/mid.bin"},
+			{"r", "r/mid.bin"},
+			{"n", "n/.uploads/staging/"},
+		} {
+			// The body stops after a part and a bit: the multipart upload
+			// is open, under the file's name or a staging name.
+			head := "--XX\r\nContent-Disposition: form-data; name=\"files\"; filename=\"mid.bin\"\r\n\r\n"
+			tail := "\r\n--XX--\r\n"
+			pr, pw := io.Pipe()
+			req, err := http.NewRequest(http.MethodPost, siteOf(t)+"/"+tc.prefix, pr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", "multipart/form-data; boundary=XX")
+			req.ContentLength = int64(len(head) + len(big) + len(tail))
+			answered := make(chan *http.Response, 1)
+			go func() {
+				res, err := client.Do(req)
+				if err != nil {
+					t.Error(err)
+				}
+				answered <- res
+			}()
+			pw.Write([]byte(head))
+			pw.Write(big[:9<<20])
+			var open []string
+			for deadline := time.Now().Add(10 * time.Second); len(open) == 0 && time.Now().Before(deadline); {
+				time.Sleep(20 * time.Millisecond)
+				open = openUploads(t, c)
+			}
+			if len(open) != 1 || !strings.HasPrefix(open[0], tc.want) || (tc.prefix != "n" && open[0] != tc.want) {
+				t.Errorf("/%s: open multipart uploads %q mid-body; want one under %q", tc.prefix, open, tc.want)
+			}
+			pw.Write(big[9<<20:])
+			pw.Write([]byte(tail))
+			pw.Close()
+			if res := <-answered; res == nil || res.StatusCode != http.StatusCreated {
+				t.Fatalf("/%s: answer %v; want 201", tc.prefix, res)
+			} else {
+				res.Body.Close()
+			}
+			key := tc.prefix + "/mid.bin"
+			if !bytes.Equal(objectBytes(t, c, key), big) {
+				t.Errorf("%s differs from the file sent", key)
+			}
+			if _, err := c.DeleteObject(context.Background(), &s3.DeleteObjectInput{Bucket: aws.String(s3Bucket), Key: aws.String(key)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+
 	t.Run("failed upload leaves nothing", func(t *testing.T) {
 		before := bucketKeys(t, c)
 		// The client sends 9 MiB (a part goes to the store) and drops the

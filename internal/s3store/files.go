@@ -74,9 +74,21 @@ func (temp) Sync() error { return nil }
 func (temp) Close() error { return nil }
 
 // CreateTemp implements store.Store: a new Writer. ctx bounds its
-// requests.
+// requests. Its name is not known yet, so a large object is staged and
+// copied under its name when published (see WriterOptions.Key).
 func (f *Files) CreateTemp(ctx context.Context) (store.Temp, error) {
-	w, err := f.s.NewWriter(ctx, WriterOptions{})
+	return f.createTemp(ctx, WriterOptions{})
+}
+
+// CreateTempAs implements store.TempsByName: a Writer that makes its
+// multipart upload under name and completes it in place when published,
+// with no copy.
+func (f *Files) CreateTempAs(ctx context.Context, name string) (store.Temp, error) {
+	return f.createTemp(ctx, WriterOptions{Key: name})
+}
+
+func (f *Files) createTemp(ctx context.Context, opts WriterOptions) (store.Temp, error) {
+	w, err := f.s.NewWriter(ctx, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -301,7 +313,8 @@ func (noStates) Delete(context.Context, string) error   { return nil }
 func (noStates) List(context.Context) ([]string, error) { return nil, nil }
 
 var (
-	_ store.Store     = (*Files)(nil)
-	_ store.Publisher = (*Batch)(nil)
-	_ tus.Data        = (*Files)(nil)
+	_ store.Store       = (*Files)(nil)
+	_ store.TempsByName = (*Files)(nil)
+	_ store.Publisher   = (*Batch)(nil)
+	_ tus.Data          = (*Files)(nil)
 )

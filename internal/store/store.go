@@ -50,6 +50,17 @@ type Store interface {
 	ServeRoot() string
 }
 
+// A TempsByName is a Store that can write a temp file under the name it
+// will be published at, when the caller knows it already (the overwrite
+// and reject policies keep the name). The temp stays invisible until its
+// Batch publishes it, as any other; a Store that cannot rename (S3) then
+// publishes it where it is, instead of copying it from a temp place.
+type TempsByName interface {
+	// CreateTempAs is CreateTemp for a temp that is published under
+	// name, and under no other.
+	CreateTempAs(ctx context.Context, name string) (Temp, error)
+}
+
 // A Temp is a file being written before it is published.
 type Temp interface {
 	io.Writer
