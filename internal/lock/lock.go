@@ -45,7 +45,9 @@ type Lock interface {
 	// of every earlier holding of the same upload.
 	Token() uint64
 	// Lost is closed when the lock was lost without Unlock (a shared
-	// lock's lease ran out): the holder must stop writing at once.
+	// lock's lease ran out): the holder must stop writing at once. It is
+	// nil for a lock that cannot be lost, so that a holder needs no
+	// goroutine to watch it.
 	Lost() <-chan struct{}
 	// Unlock gives the lock up. It returns ErrNotHeld when the lock was
 	// unlocked already or lost.

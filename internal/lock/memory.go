@@ -26,7 +26,6 @@ type memLock struct {
 	id      string
 	token   uint64
 	release func()
-	lost    chan struct{} // never closed: a process's lock cannot be lost
 }
 
 // Lock implements Locker.
@@ -70,7 +69,7 @@ func (m *Memory) lock(ctx context.Context, id string, release func(), ask bool) 
 	}
 	e.waiters--
 	m.tokens++
-	l := &memLock{m: m, id: id, token: m.tokens, release: release, lost: make(chan struct{})}
+	l := &memLock{m: m, id: id, token: m.tokens, release: release}
 	e.holder = l
 	m.mu.Unlock()
 	return l, nil
@@ -90,8 +89,10 @@ func (m *Memory) Len() int {
 	return len(m.entries)
 }
 
-func (l *memLock) Token() uint64         { return l.token }
-func (l *memLock) Lost() <-chan struct{} { return l.lost }
+func (l *memLock) Token() uint64 { return l.token }
+
+// Lost is nil: a process's own lock cannot be lost.
+func (l *memLock) Lost() <-chan struct{} { return nil }
 
 func (l *memLock) Unlock(context.Context) error {
 	m := l.m

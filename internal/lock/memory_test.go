@@ -31,3 +31,18 @@ func TestMemoryForgetsFreeUploads(t *testing.T) {
 		t.Errorf("%d entries after three uploads were locked and unlocked, want 0", n)
 	}
 }
+
+// A process's own lock cannot be lost, so it has no Lost channel: its
+// holder (a tus PATCH) then starts no goroutine to watch one, which would
+// hold a stack for every upload in flight.
+func TestMemoryLockCannotBeLost(t *testing.T) {
+	var m lock.Memory
+	held, err := m.Lock(context.Background(), "a", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Unlock(context.Background())
+	if ch := held.Lost(); ch != nil {
+		t.Errorf("Lost() = %v, want nil for a lock that cannot be lost", ch)
+	}
+}
