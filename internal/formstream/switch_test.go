@@ -4,6 +4,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"unsafe"
 )
 
 // patternReader returns its bytes in reads whose sizes follow a pattern:
@@ -91,6 +92,14 @@ func TestBufferSwitch(t *testing.T) {
 // short reads (a slow client) and checks that the Reader holds no large
 // buffer between reads, then that a fast stretch borrows one and a
 // slow one gives it back.
+// A Reader waiting for a slow body holds its small buffer and little
+// more: every upload in flight has one.
+func TestReaderIsSmall(t *testing.T) {
+	if size := unsafe.Sizeof(Reader{}); size > 2<<10 {
+		t.Errorf("a Reader takes %d bytes besides its buffers, want at most 2 KiB", size)
+	}
+}
+
 func TestSlowBodyHoldsSmallBuffer(t *testing.T) {
 	body := singleFileBody(4<<20, tb)
 	slow := &patternReader{t: t, check: true, b: body, pattern: []int{1400}, small: SmallBufferSize}
