@@ -21,11 +21,11 @@ import (
 
 // Sizes.
 const (
-	// Small is the size of the buffer a reader keeps for itself. It is a
-	// little over the 4 KiB of net/http's connection reader, so that a read
-	// into it (minus a small leftover) goes straight to the socket instead
-	// of through that reader's buffer.
-	Small = 5 << 10
+	// Small is the size of the buffer a reader keeps for itself: the 4 KiB
+	// of net/http's connection reader, so that a read into it goes straight
+	// to the socket instead of through that reader's buffer, and no more,
+	// since every upload in flight holds one.
+	Small = 4 << 10
 
 	// Medium is the size of the first buffer borrowed after a read filled
 	// the small one: enough for a burst of a slow client, which then never

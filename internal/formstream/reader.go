@@ -80,8 +80,11 @@ const (
 	DefaultBufferSize = 1 << 20
 
 	// SmallBufferSize is the size of the buffer a Reader keeps for itself
-	// and reads into while the body arrives slowly.
-	SmallBufferSize = bufpool.Small
+	// and reads into while the body arrives slowly: bufpool.Small and room
+	// for what stays unread between reads in part data (a tail shorter
+	// than the delimiter), so that a read still goes straight to the
+	// socket rather than through net/http's 4 KiB connection reader.
+	SmallBufferSize = bufpool.Small + 128
 
 	// MaxHeaderBytes is the most bytes a part's header block may take,
 	// counting every header line with its CRLF and the blank line that ends
