@@ -48,8 +48,11 @@ var pools [maxClass - minClass + 1]sync.Pool
 // buffer: without a budget each would borrow a large buffer and the memory
 // would follow the number of uploads again. Past the budget, readers stay
 // with the buffer they have. Get, for what cannot wait, is counted but not
-// refused.
-const Budget = 128 << 20
+// refused. It is a cost of the process, not of each upload, but a burst of
+// uploads on a server short of CPU may take all of it: 32 MiB is 32 large
+// buffers (a single fast upload needs one), and 33 KiB for each of a
+// thousand slow uploads at worst.
+const Budget = 32 << 20
 
 // lent is the bytes lent now.
 var lent atomic.Int64
