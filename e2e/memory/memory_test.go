@@ -1,9 +1,9 @@
 // Package memory_test holds a few hundred slow uploads open at once against
 // a real Caddy with reflex_upload (a child process, built without the race
 // detector, on a random loopback port) and checks that the server's resident
-// memory grows by less than a generous bound per upload, so that a
-// regression to a buffer of a megabyte or so per upload fails. See
-// bench/many for the full measurement against tusd.
+// memory, and Go's heap in use, grow by less than a generous bound per
+// upload, so that a regression to a buffer of a megabyte or so per upload
+// fails. See bench/many for the full measurement against tusd.
 package memory_test
 
 import (
@@ -11,6 +11,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -34,7 +35,7 @@ const (
 	pieces         = 32              // writes per body
 	pace           = 4 * time.Second // each body is spread over this
 	ramp           = time.Second     // clients start over this
-	boundPerUpload = 256 << 10       // peak resident growth allowed per upload
+	boundPerUpload = 192 << 10       // peak resident growth, and heap growth mid-burst, allowed per upload
 	boundary       = "----MemoryTestBoundary7MA4YWxkTrZu0gW"
 )
 
@@ -45,11 +46,15 @@ func TestMain(m *testing.M) {
 }
 
 // TestMemoryPerSlowUpload runs uploads slow uploads at once, each sending
-// 1 MiB over 4 s, and bounds the growth of Caddy's resident memory (peak,
-// sampled every 100 ms from /proc) per upload. A module that holds a 1 MiB
-// buffer per upload while it waits for the network grows by about 1 MiB per
-// upload and fails. REFLEX_MEMORY_TEST_CADDY names another Caddy binary to
-// measure instead (to check that the test fails on an older build).
+// 1 MiB over 4 s, and bounds per upload the growth of Caddy's resident
+// memory (peak, sampled every 100 ms from /proc) and of Go's heap in use
+// mid-burst (from the admin endpoint's /debug/vars). A module that holds a
+// 1 MiB buffer per upload while it waits for the network fails: its heap
+// grows by about 1 MiB per upload, and its resident memory too once the
+// buffers are filled (pages of a fresh buffer that no read reached are not
+// resident yet, so the heap is the check that sees them).
+// REFLEX_MEMORY_TEST_CADDY names another Caddy binary to measure instead
+// (to check that the test fails on an older build).
 func TestMemoryPerSlowUpload(t *testing.T) {
 	if testing.Short() {
 		t.Skip("holds hundreds of uploads open for seconds; not short")
@@ -73,8 +78,8 @@ func TestMemoryPerSlowUpload(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	addr := caddyrun.FreeAddr(t)
-	cfg, err := supervisor.Caddy(bin, dir, supervisor.UploadSite(addr, filepath.Join(dir, "files"), nil, []string{"fsync off"}))
+	addr, admin := caddyrun.FreeAddr(t), caddyrun.FreeAddr(t)
+	cfg, err := supervisor.Caddy(bin, dir, supervisor.UploadSite(addr, filepath.Join(dir, "files"), []string{"admin " + admin}, []string{"fsync off"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,6 +89,20 @@ func TestMemoryPerSlowUpload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	heapBase, err := heapInUse(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	heapMid := make(chan uint64, 1)
+	go func() {
+		// Every upload is under way by then.
+		time.Sleep(ramp + pace/2)
+		h, err := heapInUse(admin)
+		if err != nil {
+			t.Errorf("reading Go's memory statistics mid-burst: %v", err)
+		}
+		heapMid <- h
+	}()
 
 	peaks := caddy.SamplePeaks(100*time.Millisecond, 0)
 
@@ -121,6 +140,29 @@ func TestMemoryPerSlowUpload(t *testing.T) {
 	if per > boundPerUpload {
 		t.Errorf("peak resident memory grew by %.1f KiB per slow upload; the bound is %d KiB", float64(per)/1024, boundPerUpload>>10)
 	}
+	heapPer := (int64(<-heapMid) - int64(heapBase)) / uploads
+	t.Logf("Go's heap in use mid-burst: +%.1f KiB per upload (bound %d KiB)", float64(heapPer)/1024, boundPerUpload>>10)
+	if heapPer > boundPerUpload {
+		t.Errorf("Go's heap in use grew by %.1f KiB per slow upload mid-burst; the bound is %d KiB", float64(heapPer)/1024, boundPerUpload>>10)
+	}
+}
+
+// heapInUse reads Go's heap in use (runtime.MemStats.HeapInuse) from the
+// expvar handler of Caddy's admin endpoint.
+func heapInUse(admin string) (uint64, error) {
+	resp, err := http.Get("http://" + admin + "/debug/vars")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var v struct{ Memstats struct{ HeapInuse uint64 } }
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		return 0, err
+	}
+	if v.Memstats.HeapInuse == 0 {
+		return 0, fmt.Errorf("no memstats in %s/debug/vars", admin)
+	}
+	return v.Memstats.HeapInuse, nil
 }
 
 // multipartUpload sends one paced multipart upload and checks the answer.
