@@ -325,6 +325,24 @@ func measure(o options, self, base string, seq int, t target, n int, data []byte
 	res.fdBase = srv.FDs()
 	cpu0 := srv.CPUSeconds()
 	ms0, _ := readMemStats(varsURL)
+	// With -pprof-dir: Caddy's heap (after a collection) before the burst
+	// and mid-burst, so that a profile's difference is what the uploads
+	// hold (run Caddy with GODEBUG=memprofilerate=1 to see every object),
+	// and its goroutines mid-burst.
+	pprofSave := func(files map[string]string) {
+		if o.pprofDir == "" || t.kind != "caddy" {
+			return
+		}
+		base := strings.TrimSuffix(varsURL, "/vars") + "/pprof/"
+		for file, q := range files {
+			if resp, err := http.Get(base + q); err == nil {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				os.WriteFile(filepath.Join(o.pprofDir, fmt.Sprintf("%s-%d-%s", strings.ReplaceAll(t.name, " ", "-"), n, file)), b, 0o644)
+			}
+		}
+	}
+	pprofSave(map[string]string{"heap-before": "heap?gc=1"})
 	midway := make(chan memStats, 1)
 	go func() {
 		// Go's own accounting of the server once every upload is under way.
@@ -334,16 +352,7 @@ func measure(o options, self, base string, seq int, t target, n int, data []byte
 			ms = memStats{}
 		}
 		midway <- ms
-		if o.pprofDir != "" && t.kind == "caddy" {
-			base := strings.TrimSuffix(varsURL, "/vars") + "/pprof/"
-			for file, q := range map[string]string{"heap": "heap", "goroutines.txt": "goroutine?debug=1"} {
-				if resp, err := http.Get(base + q); err == nil {
-					b, _ := io.ReadAll(resp.Body)
-					resp.Body.Close()
-					os.WriteFile(filepath.Join(o.pprofDir, fmt.Sprintf("%s-%d-%s", strings.ReplaceAll(t.name, " ", "-"), n, file)), b, 0o644)
-				}
-			}
-		}
+		pprofSave(map[string]string{"heap": "heap?gc=1", "goroutines.txt": "goroutine?debug=1"})
 	}()
 
 	// Sample the RSS every 200 ms, the descriptors once a second.
