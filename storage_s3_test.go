@@ -290,31 +290,6 @@ func TestS3Storage(t *testing.T) {
 		}
 	})
 
-	t.Run("resumable upload refused, nothing left", func(t *testing.T) {
-		before := bucketKeys(t, c)
-		req, err := http.NewRequest(http.MethodPost, siteOf(t)+"/r/.uploads", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Tus-Resumable", "1.0.0")
-		req.Header.Set("Upload-Length", "5")
-		req.Header.Set("Upload-Metadata", "filename dC50eHQ=")
-		res, body := do(t, req)
-		if res.Header.Get("Location") != "" {
-			t.Errorf("tus creation answered Location %q; want none", res.Header.Get("Location"))
-		}
-		assertJSON(t, "tus creation on s3", body, `{
-			"code": "tus-unsupported",
-			"detail": "resumable uploads are not supported by this site's storage"
-		}`, nil)
-		if res.StatusCode != http.StatusNotImplemented {
-			t.Errorf("tus creation: status %d; want 501", res.StatusCode)
-		}
-		if got := bucketKeys(t, c); fmt.Sprint(got) != fmt.Sprint(before) {
-			t.Errorf("bucket holds %q; want %q", got, before)
-		}
-	})
-
 	t.Run("large files assembled under their name, staged only under rename", func(t *testing.T) {
 		for _, tc := range []struct{ prefix, want string }{
 			{"o", "o/mid.bin"},

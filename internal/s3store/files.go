@@ -20,26 +20,22 @@ const maxRenameTries = 1000
 // a Writer (spooled, uploaded part by part, invisible until committed), a
 // Publisher commits writers under the request's conflict policy with
 // conditional writes, and FS serves the bucket.
-//
-// Resumable uploads are not kept in the bucket through Files yet: its
-// tus.Data refuses to create one (ErrNoTus), and its states hold none.
+// Files holds resumable uploads too (tusfiles.go): tus.Data, tus.Reader,
+// tus.LengthDeferrer and TusStates.
 type Files struct {
 	s      *Store
 	ctx    context.Context // bounds serving; cancelled by Close
 	cancel context.CancelFunc
 
-	mu    sync.Mutex
-	temps map[string]*Writer // the writers not yet committed or removed
+	mu       sync.Mutex
+	temps    map[string]*Writer     // the writers not yet committed or removed
+	sessions map[string]*tusSession // the resumable uploads being appended to
 }
-
-// ErrNoTus is returned by the tus.Data of Files: resumable uploads are not
-// stored in a bucket yet.
-var ErrNoTus = fmt.Errorf("s3: %w yet", tus.ErrUnsupported)
 
 // NewFiles wraps s as a store.Store.
 func NewFiles(s *Store) *Files {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Files{s: s, ctx: ctx, cancel: cancel, temps: map[string]*Writer{}}
+	return &Files{s: s, ctx: ctx, cancel: cancel, temps: map[string]*Writer{}, sessions: map[string]*tusSession{}}
 }
 
 // Store is the bucket Files writes to.
@@ -226,13 +222,27 @@ func (b *Batch) freeName(ctx context.Context, name string) string {
 }
 
 // Put implements store.Publisher: tmp is the name of a temp of Files
-// (Temp.Name). The writer is committed, or aborted on failure (a conflict
-// under reject included): either way it is no longer a temp.
+// (Temp.Name), or TusFile of a complete resumable upload. A writer is
+// committed, or aborted on failure (a conflict under reject included):
+// either way it is no longer a temp.
 func (b *Batch) Put(i int, tmp string) (string, error) {
 	w := b.f.take(tmp)
 	if w == nil {
+		if id, ok := tusHandle(tmp); ok {
+			return b.putTus(i, id)
+		}
 		return "", fmt.Errorf("s3: no temp %q", tmp)
 	}
+	name, err := b.commit(i, w.Commit)
+	if err != nil {
+		_ = w.Abort()
+	}
+	return name, err
+}
+
+// commit stores the i-th name of the plan with put, under the batch's
+// policy, and records it for Undo.
+func (b *Batch) commit(i int, put func(name string, policy Policy) error) (string, error) {
 	name := b.targets[i]
 	c := committed{name: name}
 	var err error
@@ -240,12 +250,12 @@ func (b *Batch) Put(i int, tmp string) (string, error) {
 	case store.Overwrite:
 		_, herr := b.f.head(b.f.ctx, name)
 		c.replaced = herr == nil
-		err = w.Commit(name, Overwrite)
+		err = put(name, Overwrite)
 	case store.Reject:
-		err = w.Commit(name, Reject)
+		err = put(name, Reject)
 	default: // rename
 		for n := 1; ; n++ {
-			err = w.Commit(c.name, Reject)
+			err = put(c.name, Reject)
 			if !errors.Is(err, ErrExists) || n > maxRenameTries {
 				break
 			}
@@ -256,7 +266,6 @@ func (b *Batch) Put(i int, tmp string) (string, error) {
 		}
 	}
 	if err != nil {
-		_ = w.Abort()
 		if errors.Is(err, ErrExists) {
 			return "", fmt.Errorf("%w: %s", fs.ErrExist, name)
 		}
@@ -287,34 +296,13 @@ func (b *Batch) Undo() {
 // Keep implements store.Publisher.
 func (b *Batch) Keep() { b.done = nil }
 
-// Create implements tus.Data: refused (ErrNoTus).
-func (f *Files) Create(context.Context, string) error { return ErrNoTus }
-
-// Append implements tus.Data: refused (ErrNoTus).
-func (f *Files) Append(context.Context, string, int64) (tus.Appender, error) { return nil, ErrNoTus }
-
-// ReadHead implements tus.Data: refused (ErrNoTus).
-func (f *Files) ReadHead(context.Context, string, []byte) (int, error) { return 0, ErrNoTus }
-
-// Remove implements tus.Data: there is nothing to remove.
-func (f *Files) Remove(context.Context, string) error { return nil }
-
-// TusStates gives the states of resumable uploads: none.
-func (f *Files) TusStates(bool) tus.States { return noStates{} }
-
-// noStates holds no resumable upload.
-type noStates struct{}
-
-func (noStates) Load(_ context.Context, id string) (*tus.Info, error) {
-	return nil, fmt.Errorf("upload %s: %w", id, fs.ErrNotExist)
-}
-func (noStates) Save(context.Context, *tus.Info) error  { return ErrNoTus }
-func (noStates) Delete(context.Context, string) error   { return nil }
-func (noStates) List(context.Context) ([]string, error) { return nil, nil }
-
 var (
-	_ store.Store       = (*Files)(nil)
-	_ store.TempsByName = (*Files)(nil)
-	_ store.Publisher   = (*Batch)(nil)
-	_ tus.Data          = (*Files)(nil)
+	_ store.Store        = (*Files)(nil)
+	_ store.TempsByName  = (*Files)(nil)
+	_ store.Publisher    = (*Batch)(nil)
+	_ tus.Data           = (*Files)(nil)
+	_ tus.Reader         = (*Files)(nil)
+	_ tus.LengthDeferrer = (*Files)(nil)
+	_ tus.States         = tusStates{}
+	_ tus.Appender       = (*tusSession)(nil)
 )

@@ -18,6 +18,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/reflexupload/caddy-reflex-upload/internal/tus"
 )
 
 // The tus layout, in the private folder, for an upload id:
@@ -42,11 +44,11 @@ const tusDir = Private + "/tus/"
 
 // ErrStale is returned when the upload's state changed since it was loaded
 // (another writer appended): nothing of this append counts.
-var ErrStale = errors.New("the upload changed meanwhile")
+var ErrStale = tus.ErrStale
 
 // ErrInconsistent is returned by LoadTus when the parts in the store are
 // not the ones the state committed.
-var ErrInconsistent = errors.New("the upload's parts differ from its state")
+var ErrInconsistent = fmt.Errorf("%w: its parts differ from its state", tus.ErrLost)
 
 // TusInfo is the saved state of a tus upload.
 type TusInfo struct {
@@ -65,6 +67,13 @@ type TusInfo struct {
 	// Completed says the parts are completed into the upload's private
 	// object, which waits to be copied under its name.
 	Completed bool `json:"completed,omitempty"`
+	// Upload is the handler's state of the upload (Files' tus.States), kept
+	// in the same object as the layout so that one conditional write
+	// commits both; nil between Create and the first save.
+	Upload *tus.Info `json:"upload,omitempty"`
+	// Published says the bytes were copied under their name and the
+	// upload's data removed.
+	Published bool `json:"published,omitempty"`
 }
 
 type tusPart struct {
@@ -179,6 +188,19 @@ func (s *Store) saveTus(ctx context.Context, u *TusUpload, create bool) error {
 // the tail has its size, so the offset is the store's, not only the
 // state's. fs.ErrNotExist-like errors come back as ErrNotFound.
 func (s *Store) LoadTus(ctx context.Context, id string) (*TusUpload, error) {
+	u, err := s.getTus(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.verifyTus(ctx, u); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+// getTus reads an upload's state and its ETag, without looking at its
+// data.
+func (s *Store) getTus(ctx context.Context, id string) (*TusUpload, error) {
 	if id == "" || strings.ContainsAny(id, "/.") {
 		return nil, ErrNotFound
 	}
@@ -191,10 +213,22 @@ func (s *Store) LoadTus(ctx context.Context, id string) (*TusUpload, error) {
 	}
 	defer out.Body.Close()
 	u := &TusUpload{etag: aws.ToString(out.ETag)}
-	if err := json.NewDecoder(io.LimitReader(out.Body, 1<<20)).Decode(&u.Info); err != nil {
+	if err := json.NewDecoder(io.LimitReader(out.Body, maxTusState)).Decode(&u.Info); err != nil {
 		return nil, fmt.Errorf("s3: the upload's state: %w", err)
 	}
-	if len(u.Info.Parts) > 0 {
+	return u, nil
+}
+
+// maxTusState bounds the state object read back: 10,000 parts and 64 KiB
+// of metadata fit.
+const maxTusState = 4 << 20
+
+// verifyTus checks an upload's state against the store: its committed
+// parts are listed with the ETags and sizes it names, and its tail has its
+// size. ErrInconsistent otherwise.
+func (s *Store) verifyTus(ctx context.Context, u *TusUpload) error {
+	id := u.Info.ID
+	if len(u.Info.Parts) > 0 && !u.Info.Completed {
 		listed := map[int32]types.Part{}
 		p := s3.NewListPartsPaginator(s.client, &s3.ListPartsInput{
 			Bucket: &s.bucket, Key: aws.String(s.tusKey(id, "")), UploadId: &u.Info.UploadID,
@@ -202,7 +236,10 @@ func (s *Store) LoadTus(ctx context.Context, id string) (*TusUpload, error) {
 		for p.HasMorePages() {
 			page, err := p.NextPage(ctx)
 			if err != nil {
-				return nil, fmt.Errorf("s3: listing the upload's parts: %w", err)
+				if isNotFound(err) {
+					return fmt.Errorf("%w: its multipart upload is gone", ErrInconsistent)
+				}
+				return fmt.Errorf("s3: listing the upload's parts: %w", err)
 			}
 			for _, part := range page.Parts {
 				listed[aws.ToInt32(part.PartNumber)] = part
@@ -211,17 +248,17 @@ func (s *Store) LoadTus(ctx context.Context, id string) (*TusUpload, error) {
 		for _, want := range u.Info.Parts {
 			got, ok := listed[want.Number]
 			if !ok || aws.ToString(got.ETag) != want.ETag || aws.ToInt64(got.Size) != want.Size {
-				return nil, fmt.Errorf("%w: part %d", ErrInconsistent, want.Number)
+				return fmt.Errorf("%w: part %d", ErrInconsistent, want.Number)
 			}
 		}
 	}
 	if u.Info.Tail != "" {
 		head, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.bucket, Key: &u.Info.Tail})
 		if err != nil || aws.ToInt64(head.ContentLength) != u.Info.TailSize {
-			return nil, fmt.Errorf("%w: the tail", ErrInconsistent)
+			return fmt.Errorf("%w: the tail", ErrInconsistent)
 		}
 	}
-	return u, nil
+	return nil
 }
 
 // ErrNotFound is returned for an upload id with no state.

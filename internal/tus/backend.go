@@ -11,6 +11,17 @@ import (
 // uploads at all: the protocol answers that clearly instead of failing.
 var ErrUnsupported = errors.New("resumable uploads are not supported by this storage")
 
+// ErrStale is returned by a backend shared by several processes when the
+// upload's state changed since this writer loaded it (another writer
+// saved meanwhile): nothing of this write counts, and the client resumes
+// from the state saved.
+var ErrStale = errors.New("the upload was written by another request meanwhile")
+
+// ErrLost is returned by Load when the upload's data no longer matches its
+// state (a stale writer replaced committed bytes): the upload cannot go on
+// and is removed; the client starts again.
+var ErrLost = errors.New("the upload's data was lost")
+
 // A backend holds resumable uploads for the protocol: their bytes (Data)
 // and their state (States). What it cannot do is an optional interface it
 // does not implement; Extensions tells clients what remains.

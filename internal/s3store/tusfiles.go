@@ -1,0 +1,566 @@
+package s3store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/reflexupload/caddy-reflex-upload/internal/tus"
+)
+
+// Files holds the resumable uploads of the handlers in the tus layout of
+// tus.go, so that any instance sharing the bucket can go on with one:
+//
+//   - One object per upload is the commit point: its state object holds
+//     the handler's tus.Info beside the layout (parts, tail), and every
+//     save is a conditional write on the ETag this writer loaded. A writer
+//     whose state is stale (another instance saved meanwhile) fails there
+//     with tus.ErrStale and its bytes are never counted.
+//   - Append loads the state and starts at its offset; its bytes spool
+//     into a local file of one part, each whole part is uploaded to the
+//     upload's multipart upload under the next part number, and Save
+//     stores what is left in a fresh tail object before it commits. The
+//     Info that Load gives has the layout's offset.
+//   - Put of TusFile(id) completes the multipart upload with the parts the
+//     state lists (their ETags, so that bytes a stale writer put there
+//     fail it) and copies it under its name with the conflict policy.
+
+// tusSession is the writing of one Append: the bytes since the last save
+// are in the spool (the tail first) and in the parts uploaded since.
+type tusSession struct {
+	f   *Files
+	id  string
+	key string // of the multipart upload
+
+	mu        sync.Mutex
+	etag      string  // of the state this session loaded or saved last
+	start     TusInfo // the layout at Append
+	committed TusInfo // the layout saved last (start, until a save)
+	saved     bool    // a save of this session committed
+	parts     []tusPart
+	uploadID  string
+	spool     *os.File
+	fill      int64    // bytes in the spool
+	dirty     bool     // the spool differs from the committed tail
+	made      []string // the tails this session stored
+	err       error    // sticky: the session cannot go on
+	closed    bool
+}
+
+// TusFile implements the handlers' name of a complete resumable upload:
+// what Batch.Put takes to publish it.
+func (f *Files) TusFile(id string) string { return tusDir + id }
+
+// tusHandle gives the upload id of a name TusFile made.
+func tusHandle(name string) (string, bool) {
+	id, ok := strings.CutPrefix(name, tusDir)
+	return id, ok && tus.ValidID(id)
+}
+
+// Create implements tus.Data: the state of an empty upload, whose Info the
+// handler's first Save gives. Its multipart upload starts with its first
+// whole part.
+func (f *Files) Create(ctx context.Context, id string) error {
+	u := &TusUpload{Info: TusInfo{ID: id, Size: -1, Created: time.Now().UTC()}}
+	return f.s.saveTus(ctx, u, true)
+}
+
+// session is the open Append of upload id in this process, if any.
+func (f *Files) session(id string) *tusSession {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.sessions[id]
+}
+
+// Append implements tus.Data: it loads the state, checks its parts and
+// tail against the store, and writes from its offset, which must be
+// offset (else tus.ErrStale: another writer moved it).
+func (f *Files) Append(ctx context.Context, id string, offset int64) (tus.Appender, error) {
+	ctx = context.WithoutCancel(ctx)
+	u, err := f.s.getTus(ctx, id)
+	if err != nil {
+		return nil, tusNotFound(id, err)
+	}
+	if u.Info.Upload == nil {
+		return nil, fmt.Errorf("upload %s: %w", id, fs.ErrNotExist)
+	}
+	if u.Info.Completed {
+		return nil, fmt.Errorf("s3: upload %s is complete", id)
+	}
+	if err := f.s.verifyTus(ctx, u); err != nil {
+		return nil, err
+	}
+	if got := u.Info.Offset(); got != offset {
+		return nil, fmt.Errorf("%w: it is at %d, not %d", ErrStale, got, offset)
+	}
+	spool, err := os.CreateTemp(f.s.tempDir, "s3tus-*")
+	if err != nil {
+		return nil, fmt.Errorf("s3: spool file: %w", err)
+	}
+	ss := &tusSession{
+		f: f, id: id, key: f.s.tusKey(id, ""), etag: u.etag, start: u.Info, committed: u.Info,
+		parts: append([]tusPart(nil), u.Info.Parts...), uploadID: u.Info.UploadID, spool: spool,
+	}
+	if t := u.Info.Tail; t != "" {
+		out, err := f.s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &f.s.bucket, Key: &t})
+		if err == nil {
+			ss.fill, err = io.Copy(spool, out.Body)
+			out.Body.Close()
+		}
+		if err != nil || ss.fill != u.Info.TailSize {
+			ss.removeSpool()
+			return nil, fmt.Errorf("s3: reading the tail: %d bytes, %v", ss.fill, err)
+		}
+	}
+	f.mu.Lock()
+	f.sessions[id] = ss
+	f.mu.Unlock()
+	return ss, nil
+}
+
+// Write implements tus.Appender: p goes to the spool, and each whole part
+// to the multipart upload.
+func (ss *tusSession) Write(p []byte) (int, error) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.err != nil {
+		return 0, ss.err
+	}
+	n := 0
+	for n < len(p) {
+		k := min(int64(len(p)-n), ss.f.s.partSize-ss.fill)
+		if _, err := ss.spool.WriteAt(p[n:n+int(k)], ss.fill); err != nil {
+			return n, fmt.Errorf("s3: spool: %w", err)
+		}
+		ss.fill += k
+		n += int(k)
+		ss.dirty = true
+		if ss.fill == ss.f.s.partSize {
+			if err := ss.uploadPart(); err != nil {
+				ss.err = err
+				return n, err
+			}
+		}
+	}
+	return n, nil
+}
+
+// uploadPart uploads the spool as the next part, once the state is still
+// the one this session saved last (a writer that lost its turn stops here,
+// before it can put a part where the new writer puts its own).
+func (ss *tusSession) uploadPart() error {
+	ctx := context.Background()
+	if err := ss.fresh(ctx); err != nil {
+		return err
+	}
+	if ss.uploadID == "" {
+		out, err := ss.f.s.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: &ss.f.s.bucket, Key: &ss.key})
+		if err != nil {
+			return fmt.Errorf("s3: starting the multipart upload: %w", err)
+		}
+		ss.uploadID = aws.ToString(out.UploadId)
+	}
+	num := int32(1)
+	if n := len(ss.parts); n > 0 {
+		num = ss.parts[n-1].Number + 1
+	}
+	if num > maxParts {
+		return fmt.Errorf("s3: the upload has more than %d parts", maxParts)
+	}
+	out, err := ss.f.s.client.UploadPart(ctx, &s3.UploadPartInput{
+		Bucket: &ss.f.s.bucket, Key: &ss.key, UploadId: &ss.uploadID, PartNumber: &num,
+		ContentLength: aws.Int64(ss.fill), Body: io.NewSectionReader(ss.spool, 0, ss.fill),
+	})
+	if err != nil {
+		return fmt.Errorf("s3: uploading part %d: %w", num, err)
+	}
+	ss.parts = append(ss.parts, tusPart{Number: num, ETag: aws.ToString(out.ETag), Size: ss.fill})
+	ss.fill = 0
+	return nil
+}
+
+// fresh checks that the state is still the one this session saved or
+// loaded last: ErrStale otherwise.
+func (ss *tusSession) fresh(ctx context.Context) error {
+	key := ss.f.s.tusKey(ss.id, ".info")
+	head, err := ss.f.s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &ss.f.s.bucket, Key: &key})
+	if err != nil {
+		if isNotFound(err) {
+			return fmt.Errorf("upload %s: %w", ss.id, fs.ErrNotExist)
+		}
+		return fmt.Errorf("s3: reading the upload's state: %w", err)
+	}
+	if aws.ToString(head.ETag) != ss.etag {
+		return ErrStale
+	}
+	return nil
+}
+
+// Sync implements tus.Appender: nothing to do, Save stores the bytes
+// before it commits them, whatever the fsync setting.
+func (*tusSession) Sync() error { return nil }
+
+// Close implements tus.Appender: the spool goes, and the tails this
+// session stored that no state names (its own replaced ones, and the one
+// it started from once it committed another).
+func (ss *tusSession) Close() error {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.closed {
+		return nil
+	}
+	ss.closed = true
+	ss.f.mu.Lock()
+	if ss.f.sessions[ss.id] == ss {
+		delete(ss.f.sessions, ss.id)
+	}
+	ss.f.mu.Unlock()
+	ss.removeSpool()
+	gone := ss.made
+	if ss.saved && ss.start.Tail != "" {
+		gone = append(gone, ss.start.Tail)
+	}
+	for _, t := range gone {
+		if t != ss.committed.Tail {
+			ss.f.s.deleteKey(context.Background(), t)
+		}
+	}
+	return nil
+}
+
+func (ss *tusSession) removeSpool() {
+	ss.spool.Close()
+	os.Remove(ss.spool.Name())
+}
+
+// save commits info with the bytes written so far: the spool is stored as
+// a fresh tail, then the state is saved over the one this session knows
+// (If-Match). info.Offset is the offset written so far, or the one the
+// session started at: the PATCH is taken back whole (its start tail is
+// kept until Close for that).
+func (ss *tusSession) save(ctx context.Context, info *tus.Info) error {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.err != nil {
+		return ss.err
+	}
+	if ss.closed {
+		return fmt.Errorf("s3: the upload's append is closed")
+	}
+	next := ss.committed
+	next.Parts, next.UploadID = ss.parts, ss.uploadID
+	newTail := ""
+	if ss.dirty {
+		next.Tail, next.TailSize = "", 0
+		if ss.fill > 0 {
+			newTail = ss.f.s.tusKey(ss.id, ".tail."+randomID())
+			if _, err := ss.f.s.client.PutObject(ctx, &s3.PutObjectInput{
+				Bucket: &ss.f.s.bucket, Key: &newTail, ContentLength: aws.Int64(ss.fill),
+				Body: io.NewSectionReader(ss.spool, 0, ss.fill),
+			}); err != nil {
+				return fmt.Errorf("s3: storing the tail: %w", err)
+			}
+			next.Tail, next.TailSize = newTail, ss.fill
+		}
+	}
+	rollback := false
+	if info.Offset != next.Offset() {
+		if info.Offset != ss.start.Offset() {
+			if newTail != "" {
+				ss.f.s.deleteKey(ctx, newTail)
+			}
+			return fmt.Errorf("%w: the upload holds %d bytes, not %d", errRollback, next.Offset(), info.Offset)
+		}
+		// Taken back to where this append started: its parts and tail are
+		// left for the next append to overwrite (or the upload's removal).
+		if newTail != "" {
+			ss.f.s.deleteKey(ctx, newTail)
+			newTail = ""
+		}
+		next = ss.start
+		next.UploadID = ss.uploadID
+		rollback = true
+	}
+	next.Size = info.Length
+	u := &TusUpload{Info: next, etag: ss.etag}
+	u.Info.Upload = info
+	if err := ss.f.s.saveTus(ctx, u, false); err != nil {
+		if newTail != "" {
+			ss.f.s.deleteKey(ctx, newTail)
+		}
+		if errors.Is(err, ErrStale) {
+			ss.err = err
+		}
+		return err
+	}
+	ss.etag, ss.committed, ss.saved, ss.dirty = u.etag, next, true, false
+	if newTail != "" {
+		ss.made = append(ss.made, newTail)
+	}
+	if rollback {
+		ss.err = errRollback // the handler ends its append after a rollback
+	}
+	return nil
+}
+
+// errRollback is returned when a save would take back bytes that an
+// earlier append committed: S3 keeps them (a multipart upload's parts
+// cannot be cut).
+var errRollback = fmt.Errorf("%w: committed bytes cannot be taken back", tus.ErrStale)
+
+// ReadHead implements tus.Data: the first bytes are in the tail while the
+// upload holds less than one part (its first part, once uploaded, cannot be
+// read back before the upload completes).
+func (f *Files) ReadHead(ctx context.Context, id string, p []byte) (int, error) {
+	u, err := f.s.getTus(ctx, id)
+	if err != nil {
+		return 0, tusNotFound(id, err)
+	}
+	key := f.s.tusObject(u)
+	if (len(u.Info.Parts) > 0 && !u.Info.Completed) || key == "" || len(p) == 0 {
+		if len(u.Info.Parts) > 0 && !u.Info.Completed {
+			return 0, fmt.Errorf("s3: the head of upload %s is in a part", id)
+		}
+		return 0, nil
+	}
+	out, err := f.s.client.GetObject(ctx, &s3.GetObjectInput{
+		Bucket: &f.s.bucket, Key: &key, Range: aws.String(fmt.Sprintf("bytes=0-%d", len(p)-1)),
+	})
+	if err != nil {
+		return 0, fmt.Errorf("s3: reading the upload's head: %w", err)
+	}
+	defer out.Body.Close()
+	n, err := io.ReadFull(out.Body, p)
+	if err == io.EOF || err == io.ErrUnexpectedEOF {
+		err = nil
+	}
+	return n, err
+}
+
+// Open implements tus.Reader (concatenation): a whole upload is completed
+// into its private object, then read.
+func (f *Files) Open(ctx context.Context, id string) (io.ReadCloser, error) {
+	u, err := f.s.getTus(ctx, id)
+	if err != nil {
+		return nil, tusNotFound(id, err)
+	}
+	if u.Info.Upload == nil || u.Info.Published {
+		return nil, fmt.Errorf("upload %s: %w", id, fs.ErrNotExist)
+	}
+	if u.Info.Size < 0 || u.Info.Offset() != u.Info.Size {
+		return nil, fmt.Errorf("s3: upload %s is not complete", id)
+	}
+	if err := f.s.completeTus(ctx, u); err != nil {
+		return nil, err
+	}
+	key := f.s.tusObject(u)
+	if key == "" {
+		return io.NopCloser(strings.NewReader("")), nil
+	}
+	out, err := f.s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &f.s.bucket, Key: &key})
+	if err != nil {
+		return nil, fmt.Errorf("s3: reading upload %s: %w", id, err)
+	}
+	return out.Body, nil
+}
+
+// Remove implements tus.Data: every multipart upload and object of upload
+// id but its state (States.Delete removes that) goes, also those no state
+// names (a writer that died before its save).
+func (f *Files) Remove(ctx context.Context, id string) error {
+	if !tus.ValidID(id) {
+		return nil
+	}
+	ctx = context.WithoutCancel(ctx)
+	key := f.s.tusKey(id, "")
+	in := &s3.ListMultipartUploadsInput{Bucket: &f.s.bucket, Prefix: &key}
+	for {
+		page, err := f.s.client.ListMultipartUploads(ctx, in)
+		if err != nil {
+			return fmt.Errorf("s3: listing the upload's multipart uploads: %w", err)
+		}
+		for _, up := range page.Uploads {
+			_, err := f.s.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: &f.s.bucket, Key: up.Key, UploadId: up.UploadId})
+			if err != nil && !isNotFound(err) {
+				return fmt.Errorf("s3: aborting the upload: %w", err)
+			}
+		}
+		if !aws.ToBool(page.IsTruncated) {
+			break
+		}
+		in.KeyMarker, in.UploadIdMarker = page.NextKeyMarker, page.NextUploadIdMarker
+	}
+	info := f.s.tusKey(id, ".info")
+	p := s3.NewListObjectsV2Paginator(f.s.client, &s3.ListObjectsV2Input{Bucket: &f.s.bucket, Prefix: &key})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return fmt.Errorf("s3: listing the upload's objects: %w", err)
+		}
+		for _, o := range page.Contents {
+			if aws.ToString(o.Key) == info {
+				continue
+			}
+			if _, err := f.s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &f.s.bucket, Key: o.Key}); err != nil && !isNotFound(err) {
+				return fmt.Errorf("s3: removing the upload: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// DeclareLength implements tus.LengthDeferrer: the length is saved with
+// the Info that holds it.
+func (f *Files) DeclareLength(context.Context, string, int64) error { return nil }
+
+// tusNotFound turns ErrNotFound into an error wrapping fs.ErrNotExist.
+func tusNotFound(id string, err error) error {
+	if errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("upload %s: %w", id, fs.ErrNotExist)
+	}
+	return err
+}
+
+// TusStates gives the states of the resumable uploads in the bucket. fsync
+// has no meaning here: a state is durable once its write is answered.
+func (f *Files) TusStates(bool) tus.States { return tusStates{f} }
+
+type tusStates struct{ f *Files }
+
+// Load implements tus.States: the Info, with the layout's offset.
+func (s tusStates) Load(ctx context.Context, id string) (*tus.Info, error) {
+	u, err := s.f.s.getTus(ctx, id)
+	if err != nil {
+		return nil, tusNotFound(id, err)
+	}
+	if u.Info.Upload == nil {
+		return nil, fmt.Errorf("upload %s: %w", id, fs.ErrNotExist)
+	}
+	info := *u.Info.Upload
+	info.Offset = u.Info.Offset()
+	if info.Metadata, err = tus.ParseMetadata(info.MetadataRaw); err != nil {
+		return nil, fmt.Errorf("upload state %s: %w", id, err)
+	}
+	return &info, nil
+}
+
+// Save implements tus.States. The open Append of the upload, if any,
+// commits its bytes with info; otherwise info is saved over the state as
+// it is now, at its offset (tus.ErrStale if the offset is another).
+func (s tusStates) Save(ctx context.Context, info *tus.Info) error {
+	ctx = context.WithoutCancel(ctx)
+	if ss := s.f.session(info.ID); ss != nil {
+		return ss.save(ctx, info)
+	}
+	u, err := s.f.s.getTus(ctx, info.ID)
+	create := errors.Is(err, ErrNotFound) && tus.ValidID(info.ID) && (info.Offset == 0 || info.Done)
+	if create {
+		// A state of its own: a final upload of a concatenation (stored
+		// already), or an empty upload.
+		u = &TusUpload{Info: TusInfo{ID: info.ID, Size: info.Length, Created: info.Created, Completed: info.Done, Published: info.Done}}
+	} else if err != nil {
+		return tusNotFound(info.ID, err)
+	}
+	if got := u.Info.Offset(); got != info.Offset {
+		return fmt.Errorf("%w: it is at %d, not %d", ErrStale, got, info.Offset)
+	}
+	if !u.Info.Completed {
+		u.Info.Size = info.Length
+	}
+	u.Info.Upload = info
+	return s.f.s.saveTus(ctx, u, create)
+}
+
+// Delete implements tus.States.
+func (s tusStates) Delete(ctx context.Context, id string) error {
+	if !tus.ValidID(id) {
+		return nil
+	}
+	key := s.f.s.tusKey(id, ".info")
+	_, err := s.f.s.client.DeleteObject(context.WithoutCancel(ctx), &s3.DeleteObjectInput{Bucket: &s.f.s.bucket, Key: &key})
+	if err != nil && !isNotFound(err) {
+		return fmt.Errorf("s3: removing the upload's state: %w", err)
+	}
+	return nil
+}
+
+// List implements tus.States: every upload with a state object.
+func (s tusStates) List(ctx context.Context) ([]string, error) {
+	dir := s.f.s.Key(tusDir)
+	var ids []string
+	p := s3.NewListObjectsV2Paginator(s.f.s.client, &s3.ListObjectsV2Input{Bucket: &s.f.s.bucket, Prefix: &dir})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("s3: listing tus uploads: %w", err)
+		}
+		for _, o := range page.Contents {
+			if id, ok := strings.CutSuffix(strings.TrimPrefix(aws.ToString(o.Key), dir), ".info"); ok && tus.ValidID(id) {
+				ids = append(ids, id)
+			}
+		}
+	}
+	return ids, nil
+}
+
+// putTus publishes the complete upload id under the i-th name of the plan:
+// its parts (those its state lists) are completed into its private object,
+// which is copied under the name with the batch's policy; then the data
+// goes (the state, marked complete, stays for the handler).
+func (b *Batch) putTus(i int, id string) (string, error) {
+	ctx := b.f.ctx
+	s := b.f.s
+	u, err := s.getTus(ctx, id)
+	if err != nil {
+		return "", tusNotFound(id, err)
+	}
+	if u.Info.Size < 0 || u.Info.Offset() != u.Info.Size {
+		return "", fmt.Errorf("s3: upload %s holds %d of %d bytes", id, u.Info.Offset(), u.Info.Size)
+	}
+	if u.Info.Published {
+		return "", fmt.Errorf("s3: upload %s was published already", id)
+	}
+	if err := s.completeTus(ctx, u); err != nil {
+		return "", err
+	}
+	src, size := s.tusObject(u), u.Info.Size
+	commit := func(name string, policy Policy) error {
+		if src == "" {
+			w, err := s.NewWriter(ctx, WriterOptions{})
+			if err != nil {
+				return err
+			}
+			if err := w.Commit(name, policy); err != nil {
+				_ = w.Abort()
+				return err
+			}
+			return nil
+		}
+		return s.copyObject(ctx, src, size, s.Key(name), policy, "")
+	}
+	stored, err := b.commit(i, commit)
+	if err != nil {
+		return "", err
+	}
+	// The bytes are under their name: the upload's data goes, its state
+	// says so.
+	old := u.Info
+	u.Info.Completed, u.Info.Published = true, true
+	u.Info.Tail, u.Info.TailSize, u.Info.UploadID, u.Info.Parts = "", 0, "", nil
+	if err := s.saveTus(ctx, u, false); err == nil {
+		if old.Tail != "" {
+			s.deleteKey(ctx, old.Tail)
+		}
+		s.deleteKey(ctx, s.tusKey(id, ""))
+	}
+	return stored, nil
+}

@@ -1,0 +1,422 @@
+package s3store
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"io/fs"
+	"testing"
+	"time"
+
+	"github.com/reflexupload/caddy-reflex-upload/internal/store"
+	"github.com/reflexupload/caddy-reflex-upload/internal/tus"
+)
+
+// twinFiles is two adapters over the same bucket, as two instances have:
+// nothing shared but the bucket.
+func twinFiles(t *testing.T) (*Store, *Files, *Files) {
+	t.Helper()
+	s, _ := testStore(t, part)
+	s2 := *s
+	a, b := NewFiles(s), NewFiles(&s2)
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return s, a, b
+}
+
+// createTus creates upload id through f as the handler does: Create, then
+// the first Save.
+func createTus(t *testing.T, f *Files, length int64) *tus.Info {
+	t.Helper()
+	ctx := context.Background()
+	info := &tus.Info{ID: tus.NewID(), Length: length, MetadataRaw: "filename dC5iaW4=", SentName: "t.bin", Name: "t.bin",
+		Created: time.Now().UTC(), Expires: time.Now().Add(time.Hour).UTC()}
+	if err := f.Create(ctx, info.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.TusStates(false).Save(ctx, info); err != nil {
+		t.Fatal(err)
+	}
+	return info
+}
+
+// appendTus appends data as one PATCH through f does: Load, Append at the
+// offset, writes of step bytes with a save every checkpoint bytes and at
+// the end, the sha256 state carried in the Info.
+func appendTus(t *testing.T, f *Files, id string, data []byte, step, checkpoint int) *tus.Info {
+	t.Helper()
+	ctx := context.Background()
+	states := f.TusStates(false)
+	info, err := states.Load(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := tus.RestoreHash(info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ap, err := f.Append(ctx, id, info.Offset)
+	if err != nil {
+		t.Fatal(err)
+	}
+	since := 0
+	for off := 0; off < len(data); off += step {
+		p := data[off:min(off+step, len(data))]
+		if _, err := ap.Write(p); err != nil {
+			t.Fatal(err)
+		}
+		h.Write(p)
+		info.Offset += int64(len(p))
+		if since += len(p); checkpoint > 0 && since >= checkpoint {
+			if err := tus.SaveHash(info, h); err != nil {
+				t.Fatal(err)
+			}
+			if err := states.Save(ctx, info); err != nil {
+				t.Fatal(err)
+			}
+			since = 0
+		}
+	}
+	if err := tus.SaveHash(info, h); err != nil {
+		t.Fatal(err)
+	}
+	if err := states.Save(ctx, info); err != nil {
+		t.Fatal(err)
+	}
+	if err := ap.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return info
+}
+
+// publish puts upload id under name through a batch of f, as the handler
+// does once the upload is complete.
+func publish(t *testing.T, f *Files, id, name string, policy store.Policy) (string, error) {
+	t.Helper()
+	b := f.NewBatch(policy, false)
+	if _, err := b.Plan([]string{name}); err != nil {
+		return "", err
+	}
+	stored, err := b.Put(0, f.TusFile(id))
+	if err != nil {
+		b.Undo()
+		return "", err
+	}
+	b.Keep()
+	return stored, nil
+}
+
+// TestFilesTusAcrossInstances appends one upload in several PATCHes that
+// alternate between two adapters on one bucket, each from a fresh Load:
+// the offset comes from the bucket, the sha256 carries over, the head is
+// readable while it is in the tail, and the published object is
+// byte-identical. Removal then leaves only the published object.
+func TestFilesTusAcrossInstances(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		size int
+	}{
+		{"several parts", 3*part + 12345},
+		{"within the tail", part - 1},
+		{"exactly one part", part},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s, a, b := twinFiles(t)
+			ctx := context.Background()
+			data := randomBytes(tc.size, 21)
+			info := createTus(t, a, int64(tc.size))
+			chunk := 3<<20 + 1
+			for i, off := 0, 0; off < tc.size; i++ {
+				f := []*Files{a, b}[i%2]
+				got, err := f.TusStates(false).Load(ctx, info.ID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got.Offset != int64(off) {
+					t.Fatalf("PATCH %d: offset %d, want %d", i, got.Offset, off)
+				}
+				end := min(off+chunk, tc.size)
+				appendTus(t, f, info.ID, data[off:end], 64<<10, 1<<20)
+				off = end
+				if off < 4096 {
+					head := make([]byte, 4096)
+					n, err := b.ReadHead(ctx, info.ID, head)
+					if err != nil || !bytes.Equal(head[:n], data[:off]) {
+						t.Fatalf("ReadHead: %d bytes, %v", n, err)
+					}
+				}
+			}
+			final, err := b.TusStates(false).Load(ctx, info.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if final.Offset != int64(tc.size) || final.Name != "t.bin" || final.Metadata["filename"] != "t.bin" {
+				t.Fatalf("loaded %+v", final)
+			}
+			h, err := tus.RestoreHash(final)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := sha256.Sum256(data); !bytes.Equal(h.Sum(nil), want[:]) {
+				t.Error("the carried sha256 differs from the data's")
+			}
+			put(t, s, "t.bin", []byte("taken"), Overwrite)
+			if _, err := publish(t, a, info.ID, "t.bin", store.Reject); !errors.Is(err, fs.ErrExist) {
+				t.Fatalf("publishing over an object under reject: %v", err)
+			}
+			stored, err := publish(t, a, info.ID, "t.bin", store.Rename)
+			if err != nil || stored != "t (1).bin" {
+				t.Fatalf("publish: %q, %v", stored, err)
+			}
+			if got, _ := object(t, s, "t (1).bin"); !bytes.Equal(got, data) {
+				t.Fatalf("published object: %d bytes, want %d", len(got), len(data))
+			}
+			// The handler marks it done; a HEAD at the other instance sees it.
+			final.Done = true
+			if err := a.TusStates(false).Save(ctx, final); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := b.TusStates(false).Load(ctx, final.ID); err != nil || !got.Done || got.Offset != int64(tc.size) {
+				t.Fatalf("after publishing: %+v, %v", got, err)
+			}
+			if _, err := publish(t, b, info.ID, "u.bin", store.Overwrite); err == nil {
+				t.Error("an upload was published twice")
+			}
+			if err := b.Remove(ctx, final.ID); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.TusStates(false).Delete(ctx, final.ID); err != nil {
+				t.Fatal(err)
+			}
+			assertClean(t, s, "site/t (1).bin", "site/t.bin")
+		})
+	}
+}
+
+// TestFilesTusStale: two instances append to the same upload from the same
+// offset; the one that saves second is refused (tus.ErrStale), also when
+// it has a whole part to upload, and none of its bytes is ever in the
+// upload.
+func TestFilesTusStale(t *testing.T) {
+	t.Parallel()
+	s, a, b := twinFiles(t)
+	ctx := context.Background()
+	data := randomBytes(2*part+100, 22)
+	info := createTus(t, a, int64(len(data)))
+	appendTus(t, a, info.ID, data[:1000], 1000, 0)
+
+	apA, err := a.Append(ctx, info.ID, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apB, err := b.Append(ctx, info.ID, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	infoA, _ := a.TusStates(false).Load(ctx, info.ID)
+	infoB, _ := b.TusStates(false).Load(ctx, info.ID)
+	if _, err := apA.Write(data[1000 : part+500]); err != nil {
+		t.Fatal(err)
+	}
+	infoA.Offset = part + 500
+	if err := a.TusStates(false).Save(ctx, infoA); err != nil {
+		t.Fatal(err)
+	}
+	// B wrote into its spool meanwhile: its save is refused.
+	if _, err := apB.Write(randomBytes(2000, 9)); err != nil {
+		t.Fatal(err)
+	}
+	infoB.Offset = 3000
+	if err := b.TusStates(false).Save(ctx, infoB); !errors.Is(err, tus.ErrStale) {
+		t.Fatalf("stale save: %v, want tus.ErrStale", err)
+	}
+	apB.Close()
+	// A stale writer with a whole part is refused before it uploads it.
+	apB, err = b.Append(ctx, info.ID, part+500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := apA.Write(data[part+500 : part+600]); err != nil {
+		t.Fatal(err)
+	}
+	infoA.Offset = part + 600
+	if err := a.TusStates(false).Save(ctx, infoA); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := apB.Write(randomBytes(part, 10)); !errors.Is(err, tus.ErrStale) {
+		t.Fatalf("a stale writer's part: %v, want tus.ErrStale", err)
+	}
+	apB.Close()
+	if _, err := b.Append(ctx, info.ID, 1000); !errors.Is(err, tus.ErrStale) {
+		t.Fatalf("Append at an old offset: %v, want tus.ErrStale", err)
+	}
+	if _, err := apA.Write(data[part+600:]); err != nil {
+		t.Fatal(err)
+	}
+	infoA.Offset = int64(len(data))
+	if err := a.TusStates(false).Save(ctx, infoA); err != nil {
+		t.Fatal(err)
+	}
+	apA.Close()
+	got, err := b.TusStates(false).Load(ctx, info.ID)
+	if err != nil || got.Offset != int64(len(data)) {
+		t.Fatalf("offset %v, %v", got, err)
+	}
+	if _, err := publish(t, b, info.ID, "t.bin", store.Reject); err != nil {
+		t.Fatal(err)
+	}
+	if obj, _ := object(t, s, "t.bin"); !bytes.Equal(obj, data) {
+		t.Fatal("the published object is not the first writer's bytes")
+	}
+	if err := a.Remove(ctx, info.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.TusStates(false).Delete(ctx, info.ID); err != nil {
+		t.Fatal(err)
+	}
+	assertClean(t, s, "site/t.bin")
+}
+
+// TestFilesTusRollback: a PATCH that checkpointed and is then taken back
+// (its chunk went past the length) returns to the offset it started at;
+// any other offset below what is committed is refused.
+func TestFilesTusRollback(t *testing.T) {
+	t.Parallel()
+	s, a, _ := twinFiles(t)
+	ctx := context.Background()
+	data := randomBytes(3*part, 23)
+	info := createTus(t, a, int64(len(data)))
+	appendTus(t, a, info.ID, data[:100], 100, 0)
+	states := a.TusStates(false)
+	start, _ := states.Load(ctx, info.ID)
+	cur := *start
+	ap, err := a.Append(ctx, info.ID, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ap.Write(randomBytes(part+10, 5)); err != nil {
+		t.Fatal(err)
+	}
+	cur.Offset = part + 110
+	if err := states.Save(ctx, &cur); err != nil {
+		t.Fatal(err)
+	}
+	back := *start
+	if err := states.Save(ctx, &back); err != nil {
+		t.Fatalf("taking the PATCH back: %v", err)
+	}
+	ap.Close()
+	if got, _ := states.Load(ctx, info.ID); got.Offset != 100 {
+		t.Fatalf("offset after the rollback: %d, want 100", got.Offset)
+	}
+	appendTus(t, a, info.ID, data[100:part+200], 4096, 0)
+	ap, err = a.Append(ctx, info.ID, part+200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mid := *start
+	mid.Offset = 50
+	if err := states.Save(ctx, &mid); !errors.Is(err, tus.ErrStale) {
+		t.Fatalf("a save below the committed offset: %v, want tus.ErrStale", err)
+	}
+	ap.Close()
+	appendTus(t, a, info.ID, data[part+200:], 1<<20, 0)
+	if _, err := publish(t, a, info.ID, "t.bin", store.Overwrite); err != nil {
+		t.Fatal(err)
+	}
+	if obj, _ := object(t, s, "t.bin"); !bytes.Equal(obj, data) {
+		t.Fatal("the published object differs")
+	}
+}
+
+// TestFilesTusRemove: termination leaves nothing of the upload, also the
+// part and tail of a writer that died before its save.
+func TestFilesTusRemove(t *testing.T) {
+	t.Parallel()
+	s, a, b := twinFiles(t)
+	ctx := context.Background()
+	info := createTus(t, a, 4*part)
+	appendTus(t, a, info.ID, randomBytes(part+7, 24), 1<<20, 0)
+	ap, err := b.Append(ctx, info.ID, part+7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ap.Write(randomBytes(part, 25)); err != nil { // a part, never saved
+		t.Fatal(err)
+	}
+	// The instance dies: no Close, no save.
+	b.mu.Lock()
+	delete(b.sessions, info.ID)
+	b.mu.Unlock()
+	ap.(*tusSession).removeSpool()
+	if err := a.Remove(ctx, info.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.TusStates(false).Delete(ctx, info.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.TusStates(false).Load(ctx, info.ID); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("Load after removal: %v", err)
+	}
+	assertClean(t, s)
+}
+
+// TestFilesTusConcat: complete partial uploads read back through Open (for
+// a final upload), whether in parts or in the tail.
+func TestFilesTusConcat(t *testing.T) {
+	t.Parallel()
+	s, a, b := twinFiles(t)
+	ctx := context.Background()
+	for _, size := range []int{part + 321, 1000, 0} {
+		data := randomBytes(size, uint64(size))
+		info := createTus(t, a, int64(size))
+		appendTus(t, a, info.ID, data, 1<<20, 0)
+		r, err := b.Open(ctx, info.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(r)
+		r.Close()
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("size %d: read %d bytes, %v", size, len(got), err)
+		}
+		if err := b.Remove(ctx, info.ID); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.TusStates(false).Delete(ctx, info.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	assertClean(t, s)
+}
+
+// TestFilesTusDeferredLength: an upload created without a length takes it
+// at a later save; List names the uploads with a state.
+func TestFilesTusDeferredLength(t *testing.T) {
+	t.Parallel()
+	_, a, b := twinFiles(t)
+	ctx := context.Background()
+	info := createTus(t, a, -1)
+	appendTus(t, a, info.ID, randomBytes(10, 1), 10, 0)
+	got, _ := b.TusStates(false).Load(ctx, info.ID)
+	if got.Length != -1 || got.Offset != 10 {
+		t.Fatalf("deferred: %+v", got)
+	}
+	if err := b.DeclareLength(ctx, info.ID, 20); err != nil {
+		t.Fatal(err)
+	}
+	got.Length = 20
+	if err := b.TusStates(false).Save(ctx, got); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := a.TusStates(false).Load(ctx, info.ID); got.Length != 20 {
+		t.Fatalf("length %d, want 20", got.Length)
+	}
+	ids, err := a.TusStates(false).List(ctx)
+	if err != nil || len(ids) != 1 || ids[0] != info.ID {
+		t.Fatalf("List: %q, %v", ids, err)
+	}
+}
