@@ -41,6 +41,9 @@ type Stored interface {
 	// TusStates gives the state of resumable uploads, saved durably (when
 	// fsync) before an answer counts on it.
 	TusStates(fsync bool) tus.States
+	// TusFile is the name that a Publisher's Put takes to publish the
+	// complete resumable upload id.
+	TusFile(id string) string
 	Close() error
 }
 

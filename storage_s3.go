@@ -22,8 +22,8 @@ func init() {
 // only once the whole request is accepted; a failure aborts it. Conflict
 // policies are conditional writes (If-None-Match: *). Files are served
 // from the bucket with ranged reads, or, with Redirect, by a redirect to a
-// presigned URL of the bucket. Resumable (tus) uploads are not
-// stored in a bucket yet: creating one fails.
+// presigned URL of the bucket. Resumable (tus) uploads are kept in the
+// bucket too, so that several instances can take each other's on.
 type S3Storage struct {
 	// Bucket holds the objects; required.
 	Bucket string `json:"bucket,omitempty"`

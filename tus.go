@@ -97,6 +97,9 @@ func tusLoadError(err error) error {
 	if errors.Is(err, fs.ErrNotExist) {
 		return errUploadNotFound.with(err, "no resumable upload has this id")
 	}
+	if errors.Is(err, tus.ErrLost) {
+		return errUploadNotFound.with(err, "the upload's data was lost; start it again")
+	}
 	return storeError(err)
 }
 

@@ -12,7 +12,6 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/reflexupload/caddy-reflex-upload/internal/progress"
-	"github.com/reflexupload/caddy-reflex-upload/internal/store"
 	"github.com/reflexupload/caddy-reflex-upload/internal/tus"
 )
 
@@ -21,7 +20,7 @@ func (h *Handler) tusComplete(r *http.Request, info *tus.Info) error {
 	if err := h.check.CheckMin(info.Offset); err != nil {
 		return checkError(err, info.SentName)
 	}
-	stored, err := h.publishTus(info, store.TusData(info.ID))
+	stored, err := h.publishTus(info, h.root.stored.TusFile(info.ID))
 	if err != nil {
 		return err
 	}

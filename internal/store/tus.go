@@ -23,6 +23,10 @@ func TusData(id string) string { return path.Join(tusDir, id) }
 
 func tusInfo(id string) string { return path.Join(tusDir, id+".json") }
 
+// TusFile is the name Batch.Put publishes the complete upload id from: its
+// data.
+func (l *Local) TusFile(id string) string { return TusData(id) }
+
 // Create implements tus.Data.
 func (l *Local) Create(_ context.Context, id string) error {
 	f, err := l.root.OpenFile(TusData(id), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
