@@ -100,8 +100,13 @@ type readControl struct {
 func cancellable(w http.ResponseWriter, r *http.Request, idle time.Duration) (context.Context, context.CancelCauseFunc, *readControl, func()) {
 	ctx, cancel := context.WithCancelCause(r.Context())
 	c := &readControl{rc: http.NewResponseController(w), idle: idle}
+	// A request without a body (HEAD, DELETE) has no read to unblock: a
+	// deadline in the past would only end its connection's context, and
+	// with it the storage requests it still makes and the next request on
+	// the connection.
+	bodyless := r.ContentLength == 0 // a server request: -1 is a body of unknown length
 	c.stop = context.AfterFunc(ctx, func() {
-		if cause := context.Cause(ctx); errors.Is(cause, errCancelled) || errors.Is(cause, errInterrupted) || errors.Is(cause, errShuttingDown) {
+		if cause := context.Cause(ctx); !bodyless && (errors.Is(cause, errCancelled) || errors.Is(cause, errInterrupted) || errors.Is(cause, errShuttingDown)) {
 			c.mu.Lock()
 			defer c.mu.Unlock()
 			c.stopped = true

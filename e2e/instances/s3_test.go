@@ -32,10 +32,10 @@ import (
 // "site", and /renamed (on_conflict rename) under "renamed"; each answer
 // carries an X-Instance header naming the instance.
 //
-// Only standard (multipart/form-data) uploads are covered: resumable (tus)
-// uploads are not stored on S3 yet (a creation is answered 501
-// tus-unsupported), so the tus tests of this package run on local storage
-// only.
+// The load balancer tries another instance for 2 s when one cannot be
+// reached, and leaves a failed one out for 30 s (what a site does, so that
+// a client goes on through the others when one dies). Resumable uploads
+// on this cluster are in s3tus_test.go.
 
 const (
 	s3Bucket = "uploads"
@@ -145,7 +145,7 @@ func startS3Cluster(t *testing.T) *s3Cluster {
 	}
 	lbAddr := caddyrun.FreeAddr(t)
 	lbSite := fmt.Sprintf("{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n}\n\n"+
-		"http://%s {\n\treverse_proxy %s {\n\t\tlb_policy round_robin\n\t}\n}\n", lbAddr, strings.Join(upstreams, " "))
+		"http://%s {\n\treverse_proxy %s {\n\t\tlb_policy round_robin\n\t\tlb_try_duration 2s\n\t\tfail_duration 30s\n\t}\n}\n", lbAddr, strings.Join(upstreams, " "))
 	c.lb = startCaddy(t, ctx, bin, base, "LB", lbAddr, lbSite)
 	return c
 }

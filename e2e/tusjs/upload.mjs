@@ -9,7 +9,7 @@
 // event a line, so that a test can follow the upload while it runs:
 //
 //	progress sent=N total=N          bytes handed to the socket (throttled)
-//	http METHOD URL status=N [upload-offset=N] [upload-length=N] [location=URL]
+//	http METHOD URL status=N [x-instance=NAME] [upload-offset=N] [upload-length=N] [location=URL]
 //	chunk accepted=N total=N         a PATCH was answered; N is the server's offset
 //	retry attempt=N status=N error=...
 //	proxy listening=127.0.0.1:P target=host:port
@@ -293,7 +293,7 @@ async function main() {
     // creations (POST) to tell a resumed upload from one started anew.
     onAfterResponse(req, res) {
       const h = (name) => res.getHeader(name);
-      const extra = ['Upload-Offset', 'Upload-Length', 'Location']
+      const extra = ['X-Instance', 'Upload-Offset', 'Upload-Length', 'Location']
         .filter((name) => h(name) !== undefined && h(name) !== null)
         .map((name) => ` ${name.toLowerCase()}=${name === 'Location' ? realURL(new URL(h(name), req.getURL()).toString()) : h(name)}`)
         .join('');

@@ -321,6 +321,7 @@ var errRollback = fmt.Errorf("%w: committed bytes cannot be taken back", tus.Err
 // upload holds less than one part (its first part, once uploaded, cannot be
 // read back before the upload completes).
 func (f *Files) ReadHead(ctx context.Context, id string, p []byte) (int, error) {
+	ctx = context.WithoutCancel(ctx) // an interrupted request still answers
 	u, err := f.s.getTus(ctx, id)
 	if err != nil {
 		return 0, tusNotFound(id, err)
@@ -349,6 +350,7 @@ func (f *Files) ReadHead(ctx context.Context, id string, p []byte) (int, error) 
 // Open implements tus.Reader (concatenation): a whole upload is completed
 // into its private object, then read.
 func (f *Files) Open(ctx context.Context, id string) (io.ReadCloser, error) {
+	ctx = context.WithoutCancel(ctx) // an interrupted request still answers
 	u, err := f.s.getTus(ctx, id)
 	if err != nil {
 		return nil, tusNotFound(id, err)
@@ -438,6 +440,7 @@ type tusStates struct{ f *Files }
 
 // Load implements tus.States: the Info, with the layout's offset.
 func (s tusStates) Load(ctx context.Context, id string) (*tus.Info, error) {
+	ctx = context.WithoutCancel(ctx) // an interrupted request still answers
 	u, err := s.f.s.getTus(ctx, id)
 	if err != nil {
 		return nil, tusNotFound(id, err)
@@ -495,6 +498,7 @@ func (s tusStates) Delete(ctx context.Context, id string) error {
 
 // List implements tus.States: every upload with a state object.
 func (s tusStates) List(ctx context.Context) ([]string, error) {
+	ctx = context.WithoutCancel(ctx) // an interrupted request still answers
 	dir := s.f.s.Key(tusDir)
 	var ids []string
 	p := s3.NewListObjectsV2Paginator(s.f.s.client, &s3.ListObjectsV2Input{Bucket: &s.f.s.bucket, Prefix: &dir})
@@ -553,14 +557,12 @@ func (b *Batch) putTus(i int, id string) (string, error) {
 	}
 	// The bytes are under their name: the upload's data goes, its state
 	// says so.
-	old := u.Info
 	u.Info.Completed, u.Info.Published = true, true
 	u.Info.Tail, u.Info.TailSize, u.Info.UploadID, u.Info.Parts = "", 0, "", nil
 	if err := s.saveTus(ctx, u, false); err == nil {
-		if old.Tail != "" {
-			s.deleteKey(ctx, old.Tail)
-		}
-		s.deleteKey(ctx, s.tusKey(id, ""))
+		// Its private object and tail, and what a writer that died before
+		// its save left (a multipart upload no state names).
+		_ = b.f.Remove(ctx, id)
 	}
 	return stored, nil
 }
