@@ -107,10 +107,15 @@ func (s s3Stored) presignFile(ctx context.Context, method, name string, ttl time
 }
 
 // SweepStale aborts the multipart uploads and removes the staging objects
-// that writers older than age left behind (a process killed mid-upload).
+// that writers older than age left behind (a process killed mid-upload),
+// and what resumable uploads that no state names left in the tus folder.
 func (s s3Stored) SweepStale(ctx context.Context, age time.Duration, now time.Time) (int, error) {
 	swept, err := s.Store().Sweep(ctx, age, now)
-	return swept.Uploads + swept.Staging, err
+	if err != nil {
+		return swept.Uploads + swept.Staging, err
+	}
+	orphans, err := s.Store().SweepTusOrphans(ctx, age, now)
+	return swept.Uploads + swept.Staging + orphans, err
 }
 
 // UnmarshalCaddyfile reads

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -34,8 +35,8 @@ const s3TusSite = `reflex_upload {
 }`
 
 // startS3TusSite starts a versitygw with the bucket and the site of
-// s3TusSite, and returns a client of the bucket.
-func startS3TusSite(t *testing.T) *s3.Client {
+// s3TusSite, and returns a client of the bucket and the site's root.
+func startS3TusSite(t *testing.T) (*s3.Client, string) {
 	t.Helper()
 	gw := enginetest.Versitygw(t)
 	c := s3.New(s3.Options{
@@ -47,8 +48,8 @@ func startS3TusSite(t *testing.T) *s3.Client {
 	if _, err := c.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(s3Bucket)}); err != nil {
 		t.Fatal(err)
 	}
-	startSite(t, strings.NewReplacer("ENDPOINT", gw.Endpoint, "ACCESS", gw.AccessKey, "SECRET", gw.SecretKey).Replace(s3TusSite))
-	return c
+	root := startSite(t, strings.NewReplacer("ENDPOINT", gw.Endpoint, "ACCESS", gw.AccessKey, "SECRET", gw.SecretKey).Replace(s3TusSite))
+	return c, root
 }
 
 // tusKeys is the keys of the bucket under the private folder of upload id.
@@ -70,7 +71,7 @@ func tusKeys(t *testing.T, c *s3.Client, id string) []string {
 // and the states of completed uploads.
 func TestS3StorageTus(t *testing.T) {
 	t.Parallel()
-	c := startS3TusSite(t)
+	c, _ := startS3TusSite(t)
 
 	res, _ := tusDo(t, http.MethodOptions, tusEndpoint, nil)
 	if got := res.Header.Get("Tus-Extension"); got != "creation,creation-with-upload,creation-defer-length,termination,expiration,checksum,concatenation" {
@@ -218,4 +219,37 @@ func TestS3StorageTus(t *testing.T) {
 	if ups := openUploads(t, c); len(ups) != 0 {
 		t.Errorf("open multipart uploads at the end: %q", ups)
 	}
+}
+
+// TestS3StorageTusExpiry: the sweeper removes expired resumable uploads
+// from the bucket, an unfinished one (a part and a tail) and the state of
+// a completed one, and aborts their multipart uploads; the stored file
+// stays.
+func TestS3StorageTusExpiry(t *testing.T) {
+	t.Parallel()
+	c, root := startS3TusSite(t)
+	clock := &fakeClock{now: time.Now()}
+	reg := registryOf(t, root)
+	reg.setClock(clock.Now)
+	defer reg.setClock(time.Now)
+
+	unfinished := tusCreate(t, 20<<20, "unfinished.bin")
+	res, body := tusPatch(t, unfinished, 0, randomBytes(t, 9<<20))
+	assertOffset(t, res, body, http.StatusNoContent, 9<<20)
+	d := randomBytes(t, 1000)
+	done := tusCreate(t, len(d), "done.bin")
+	res, body = tusPatch(t, done, 0, d)
+	assertOffset(t, res, body, http.StatusNoContent, len(d))
+	if n := handlerOf(t, root).root.sweepTus(clock.Now()); n != 0 {
+		t.Fatalf("the sweeper removed %d live uploads", n)
+	}
+	clock.Advance(25 * time.Hour)
+	res, _ = tusDo(t, http.MethodHead, unfinished, nil)
+	if res.StatusCode != http.StatusGone {
+		t.Fatalf("HEAD of an expired upload: %d", res.StatusCode)
+	}
+	if n := handlerOf(t, root).root.sweepTus(clock.Now()); n != 2 {
+		t.Fatalf("the sweeper removed %d uploads; want 2", n)
+	}
+	assertBucket(t, c, "t/done.bin")
 }

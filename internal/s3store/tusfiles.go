@@ -566,3 +566,64 @@ func (b *Batch) putTus(i int, id string) (string, error) {
 	}
 	return stored, nil
 }
+
+// SweepTusOrphans removes what resumable uploads that no state names left
+// in the tus folder before now-age: objects (a tail that a writer stored
+// after its upload was removed) and multipart uploads (one a writer
+// started before it died). It returns how many it removed.
+func (s *Store) SweepTusOrphans(ctx context.Context, age time.Duration, now time.Time) (int, error) {
+	cutoff := now.Add(-age)
+	dir := s.Key(tusDir)
+	idOf := func(key string) string {
+		rest := strings.TrimPrefix(key, dir)
+		if len(rest) < 32 {
+			return ""
+		}
+		return rest[:32]
+	}
+	live := map[string]bool{}
+	var stale []string
+	p := s3.NewListObjectsV2Paginator(s.client, &s3.ListObjectsV2Input{Bucket: &s.bucket, Prefix: &dir})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("s3: listing tus uploads: %w", err)
+		}
+		for _, o := range page.Contents {
+			key := aws.ToString(o.Key)
+			if strings.HasSuffix(key, ".info") {
+				live[idOf(key)] = true
+			} else if o.LastModified != nil && o.LastModified.Before(cutoff) {
+				stale = append(stale, key)
+			}
+		}
+	}
+	removed := 0
+	for _, key := range stale {
+		if id := idOf(key); id != "" && !live[id] {
+			s.deleteKey(ctx, key)
+			removed++
+		}
+	}
+	in := &s3.ListMultipartUploadsInput{Bucket: &s.bucket, Prefix: &dir}
+	for {
+		page, err := s.client.ListMultipartUploads(ctx, in)
+		if err != nil {
+			return removed, fmt.Errorf("s3: listing multipart uploads: %w", err)
+		}
+		for _, up := range page.Uploads {
+			id := idOf(aws.ToString(up.Key))
+			if id == "" || live[id] || up.Initiated == nil || !up.Initiated.Before(cutoff) {
+				continue
+			}
+			if _, err := s.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: &s.bucket, Key: up.Key, UploadId: up.UploadId}); err == nil {
+				removed++
+			}
+		}
+		if !aws.ToBool(page.IsTruncated) {
+			break
+		}
+		in.KeyMarker, in.UploadIdMarker = page.NextKeyMarker, page.NextUploadIdMarker
+	}
+	return removed, nil
+}

@@ -7,8 +7,13 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/reflexupload/caddy-reflex-upload/internal/store"
 	"github.com/reflexupload/caddy-reflex-upload/internal/tus"
@@ -418,5 +423,36 @@ func TestFilesTusDeferredLength(t *testing.T) {
 	ids, err := a.TusStates(false).List(ctx)
 	if err != nil || len(ids) != 1 || ids[0] != info.ID {
 		t.Fatalf("List: %q, %v", ids, err)
+	}
+}
+
+// TestSweepTusOrphans: a tail and a multipart upload of an upload that no
+// state names are removed once old enough; a live upload is left alone.
+func TestSweepTusOrphans(t *testing.T) {
+	t.Parallel()
+	s, a, _ := twinFiles(t)
+	ctx := context.Background()
+	info := createTus(t, a, 4*part)
+	appendTus(t, a, info.ID, randomBytes(part+5, 26), 1<<20, 0)
+	live := keys(t, s)
+	gone := tus.NewID()
+	if _, err := s.client.PutObject(ctx, &s3.PutObjectInput{Bucket: &s.bucket, Key: aws.String(s.tusKey(gone, ".tail.x")),
+		Body: strings.NewReader("left by a stale writer")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: &s.bucket, Key: aws.String(s.tusKey(gone, ""))}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.SweepTusOrphans(ctx, time.Hour, time.Now()); err != nil || n != 0 {
+		t.Fatalf("a sweep of young orphans removed %d (%v); want none", n, err)
+	}
+	if n, err := s.SweepTusOrphans(ctx, time.Hour, time.Now().Add(2*time.Hour)); err != nil || n != 2 {
+		t.Fatalf("the sweep removed %d (%v); want the tail and the multipart upload", n, err)
+	}
+	if got := keys(t, s); !slices.Equal(got, live) {
+		t.Errorf("keys after the sweep: %q; want the live upload's %q", got, live)
+	}
+	if ups := openUploads(t, s); len(ups) != 1 || ups[0] != s.tusKey(info.ID, "") {
+		t.Errorf("open multipart uploads after the sweep: %q; want the live upload's", ups)
 	}
 }
