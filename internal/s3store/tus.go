@@ -177,8 +177,8 @@ func (s *Store) saveTus(ctx context.Context, u *TusUpload, create bool) error {
 			return nil
 		}
 	}
-	if isPrecondition(err) {
-		return ErrStale
+	if isPrecondition(err) || (!create && isNotFound(err)) {
+		return ErrStale // saved by another meanwhile, or removed
 	}
 	return fmt.Errorf("s3: saving the upload's state: %w", err)
 }

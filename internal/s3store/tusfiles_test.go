@@ -357,12 +357,27 @@ func TestFilesTusRemove(t *testing.T) {
 	delete(b.sessions, info.ID)
 	b.mu.Unlock()
 	ap.(*tusSession).removeSpool()
+	// A writer that goes on after the removal: its save is refused and
+	// leaves nothing.
+	late, err := a.Append(ctx, info.ID, part+7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lateInfo, _ := a.TusStates(false).Load(ctx, info.ID)
 	if err := a.Remove(ctx, info.ID); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.TusStates(false).Delete(ctx, info.ID); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := late.Write([]byte("late")); err != nil {
+		t.Fatal(err)
+	}
+	lateInfo.Offset += 4
+	if err := a.TusStates(false).Save(ctx, lateInfo); !errors.Is(err, tus.ErrStale) {
+		t.Fatalf("a save after the removal: %v, want tus.ErrStale", err)
+	}
+	late.Close()
 	if _, err := a.TusStates(false).Load(ctx, info.ID); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("Load after removal: %v", err)
 	}
