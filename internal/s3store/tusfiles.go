@@ -49,10 +49,12 @@ type tusSession struct {
 	parts     []tusPart
 	uploadID  string
 	spool     *os.File
-	fill      int64    // bytes in the spool
-	dirty     bool     // the spool differs from the committed tail
-	made      []string // the tails this session stored
-	err       error    // sticky: the session cannot go on
+	spare     *os.File        // the other spool, while a part uploads from it
+	inflight  chan partResult // the part uploading, if any
+	fill      int64           // bytes in the spool
+	dirty     bool            // the spool differs from the committed tail
+	made      []string        // the tails this session stored
+	err       error           // sticky: the session cannot go on
 	closed    bool
 }
 
@@ -154,10 +156,15 @@ func (ss *tusSession) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// uploadPart uploads the spool as the next part, once the state is still
-// the one this session saved last (a writer that lost its turn stops here,
-// before it can put a part where the new writer puts its own).
+// uploadPart starts uploading the spool as the next part, once the state
+// is still the one this session saved last (a writer that lost its turn
+// stops here, before it can put a part where the new writer puts its
+// own), and writes on into the other spool file meanwhile: at most one
+// part is in flight, so the body is read while it uploads.
 func (ss *tusSession) uploadPart() error {
+	if err := ss.waitPart(); err != nil {
+		return err
+	}
 	ctx := context.Background()
 	if err := ss.fresh(ctx); err != nil {
 		return err
@@ -176,15 +183,48 @@ func (ss *tusSession) uploadPart() error {
 	if num > maxParts {
 		return fmt.Errorf("s3: the upload has more than %d parts", maxParts)
 	}
-	out, err := ss.f.s.client.UploadPart(ctx, &s3.UploadPartInput{
-		Bucket: &ss.f.s.bucket, Key: &ss.key, UploadId: &ss.uploadID, PartNumber: &num,
-		ContentLength: aws.Int64(ss.fill), Body: io.NewSectionReader(ss.spool, 0, ss.fill),
-	})
-	if err != nil {
-		return fmt.Errorf("s3: uploading part %d: %w", num, err)
+	if ss.spare == nil {
+		spare, err := os.CreateTemp(ss.f.s.tempDir, "s3tus-*")
+		if err != nil {
+			return fmt.Errorf("s3: spool file: %w", err)
+		}
+		ss.spare = spare
 	}
-	ss.parts = append(ss.parts, tusPart{Number: num, ETag: aws.ToString(out.ETag), Size: ss.fill})
-	ss.fill = 0
+	spool, size, uploadID := ss.spool, ss.fill, ss.uploadID
+	ss.spool, ss.spare, ss.fill = ss.spare, spool, 0
+	done := make(chan partResult, 1)
+	ss.inflight = done
+	go func() {
+		out, err := ss.f.s.client.UploadPart(ctx, &s3.UploadPartInput{
+			Bucket: &ss.f.s.bucket, Key: &ss.key, UploadId: &uploadID, PartNumber: &num,
+			ContentLength: aws.Int64(size), Body: io.NewSectionReader(spool, 0, size),
+		})
+		if err != nil {
+			done <- partResult{part: tusPart{Number: num}, err: err}
+			return
+		}
+		done <- partResult{part: tusPart{Number: num, ETag: aws.ToString(out.ETag), Size: size}}
+	}()
+	return nil
+}
+
+// partResult is the end of a part's upload.
+type partResult struct {
+	part tusPart
+	err  error
+}
+
+// waitPart waits for the part in flight, if any, and counts it.
+func (ss *tusSession) waitPart() error {
+	if ss.inflight == nil {
+		return nil
+	}
+	r := <-ss.inflight
+	ss.inflight = nil
+	if r.err != nil {
+		return fmt.Errorf("s3: uploading part %d: %w", r.part.Number, r.err)
+	}
+	ss.parts = append(ss.parts, r.part)
 	return nil
 }
 
@@ -219,6 +259,7 @@ func (ss *tusSession) Close() error {
 		return nil
 	}
 	ss.closed = true
+	_ = ss.waitPart()
 	ss.f.mu.Lock()
 	if ss.f.sessions[ss.id] == ss {
 		delete(ss.f.sessions, ss.id)
@@ -238,8 +279,12 @@ func (ss *tusSession) Close() error {
 }
 
 func (ss *tusSession) removeSpool() {
-	ss.spool.Close()
-	os.Remove(ss.spool.Name())
+	for _, f := range []*os.File{ss.spool, ss.spare} {
+		if f != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}
 }
 
 // save commits info with the bytes written so far: the spool is stored as
@@ -255,6 +300,10 @@ func (ss *tusSession) save(ctx context.Context, info *tus.Info) error {
 	}
 	if ss.closed {
 		return fmt.Errorf("s3: the upload's append is closed")
+	}
+	if err := ss.waitPart(); err != nil {
+		ss.err = err
+		return err
 	}
 	next := ss.committed
 	next.Parts, next.UploadID = ss.parts, ss.uploadID

@@ -352,7 +352,10 @@ func TestFilesTusRemove(t *testing.T) {
 	if _, err := ap.Write(randomBytes(part, 25)); err != nil { // a part, never saved
 		t.Fatal(err)
 	}
-	// The instance dies: no Close, no save.
+	// The instance dies once its part is uploaded: no Close, no save.
+	if err := ap.(*tusSession).waitPart(); err != nil {
+		t.Fatal(err)
+	}
 	b.mu.Lock()
 	delete(b.sessions, info.ID)
 	b.mu.Unlock()
