@@ -176,6 +176,8 @@ func storeError(err error) error {
 		return errInsufficientStorage.with(err, "not enough storage space for the upload")
 	case isOutOfDescriptors(err):
 		return errServerBusy.with(err, "the server has too many open files; try again later")
+	case errors.Is(err, tus.ErrLost):
+		return errUploadNotFound.with(err, "the upload's data was lost; start it again")
 	case errors.Is(err, tus.ErrStale):
 		return errTusInterrupted.with(err, "another request wrote to the upload meanwhile; resume from its offset")
 	case errors.Is(err, tus.ErrUnsupported):

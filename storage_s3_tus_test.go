@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"net/http"
 	"strconv"
 	"strings"
@@ -150,6 +151,37 @@ func TestS3StorageTus(t *testing.T) {
 		}
 		if ks, ups := tusKeys(t, c, id), openUploads(t, c); len(ks) != 0 || len(ups) != 0 {
 			t.Fatalf("after DELETE: keys %q, open uploads %q", ks, ups)
+		}
+	})
+
+	t.Run("lost part", func(t *testing.T) {
+		// A committed part replaced behind the state's back (a stale writer
+		// in the window of its check): the upload is refused and removed,
+		// never completed with mixed bytes; the client starts again.
+		loc := tusCreate(t, 20<<20, "lost.bin")
+		id := strings.TrimPrefix(loc, tusEndpoint+"/")
+		res, body := tusPatch(t, loc, 0, randomBytes(t, 9<<20))
+		assertOffset(t, res, body, http.StatusNoContent, 9<<20)
+		var state struct {
+			UploadID string `json:"upload_id"`
+		}
+		if err := json.Unmarshal(objectBytes(t, c, "t/.uploads/tus/"+id+".info"), &state); err != nil || state.UploadID == "" {
+			t.Fatalf("the upload's state: %v %+v", err, state)
+		}
+		other := randomBytes(t, 8<<20)
+		if _, err := c.UploadPart(context.Background(), &s3.UploadPartInput{
+			Bucket: aws.String(s3Bucket), Key: aws.String("t/.uploads/tus/" + id), UploadId: &state.UploadID,
+			PartNumber: aws.Int32(1), Body: bytes.NewReader(other), ContentLength: aws.Int64(int64(len(other))),
+		}); err != nil {
+			t.Fatal(err)
+		}
+		res, body = tusPatch(t, loc, 9<<20, randomBytes(t, 1000))
+		assertError(t, res, body, http.StatusNotFound, "upload-not-found", "")
+		if res, _ := tusDo(t, http.MethodHead, loc, nil); res.StatusCode != http.StatusNotFound {
+			t.Fatalf("HEAD of a lost upload: %d", res.StatusCode)
+		}
+		if ks, ups := tusKeys(t, c, id), openUploads(t, c); len(ks) != 0 || len(ups) != 0 {
+			t.Fatalf("after a lost upload: keys %q, open uploads %q", ks, ups)
 		}
 	})
 

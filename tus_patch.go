@@ -109,6 +109,9 @@ func (h *Handler) tusWrite(w http.ResponseWriter, r *http.Request, next caddyhtt
 				h.terminate(r, info, stateError, err)
 				w.Header().Del("Location")
 			}
+		case errors.Is(err, tus.ErrLost):
+			// Its bytes are not all there any more: the client starts again.
+			h.terminate(r, info, stateError, err)
 		case errors.As(err, &ue) && (ue.Code == errFileTooLarge.Code || ue.Code == errInvalidType.Code):
 			// The file can never be accepted: the upload ends here.
 			h.terminate(r, info, stateError, err)
