@@ -439,6 +439,24 @@ reverse_proxy %s`, app.addr()))
 	if got := objectBytes(t, c, "f/old.txt"); string(got) != "new" {
 		t.Errorf("f/old.txt holds %q; want the replacing file", got)
 	}
+
+	// A resumable upload the app refuses: its object is taken back and the
+	// upload removed; one it accepts stays.
+	data := randomBytes(t, 9<<20)
+	loc := tusCreate(t, len(data), "tus.bin")
+	res, body = tusPatch(t, loc, 0, data)
+	if res.StatusCode != http.StatusConflict || string(body) != "app says 409" {
+		t.Fatalf("tus answer %d %q; want the app's 409", res.StatusCode, body)
+	}
+	assertBucket(t, c, "f/old.txt")
+	app.setStatus(http.StatusOK)
+	loc = tusCreate(t, len(data), "tus.bin")
+	res, body = tusPatch(t, loc, 0, data)
+	assertOffset(t, res, body, http.StatusNoContent, len(data)) // accepted: the tus answer
+	if !bytes.Equal(objectBytes(t, c, "f/tus.bin"), data) {
+		t.Fatal("f/tus.bin differs")
+	}
+	assertBucket(t, c, "f/old.txt", "f/tus.bin", "f/.uploads/tus/"+strings.TrimPrefix(loc, tusEndpoint+"/")+".info")
 }
 
 func TestS3StorageCaddyfile(t *testing.T) {
