@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -48,10 +47,9 @@ type tusSession struct {
 	saved     bool    // a save of this session committed
 	parts     []tusPart
 	uploadID  string
-	spool     *os.File
-	spare     *os.File        // the other spool, while a part uploads from it
+	spool     *partFile       // the bytes since the last whole part
+	spare     *partFile       // the other spool, while a part uploads from it
 	inflight  chan partResult // the part uploading, if any
-	fill      int64           // bytes in the spool
 	dirty     bool            // the spool differs from the committed tail
 	made      []string        // the tails this session stored
 	err       error           // sticky: the session cannot go on
@@ -104,9 +102,9 @@ func (f *Files) Append(ctx context.Context, id string, offset int64) (tus.Append
 	if got := u.Info.Offset(); got != offset {
 		return nil, fmt.Errorf("%w: it is at %d, not %d", ErrStale, got, offset)
 	}
-	spool, err := os.CreateTemp(f.s.tempDir, "s3tus-*")
+	spool, err := f.s.newPartFile()
 	if err != nil {
-		return nil, fmt.Errorf("s3: spool file: %w", err)
+		return nil, err
 	}
 	ss := &tusSession{
 		f: f, id: id, key: f.s.tusKey(id, ""), etag: u.etag, start: u.Info, committed: u.Info,
@@ -115,12 +113,12 @@ func (f *Files) Append(ctx context.Context, id string, offset int64) (tus.Append
 	if t := u.Info.Tail; t != "" {
 		out, err := f.s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &f.s.bucket, Key: &t})
 		if err == nil {
-			ss.fill, err = io.Copy(spool, out.Body)
+			_, err = io.Copy(partWriter{spool}, out.Body)
 			out.Body.Close()
 		}
-		if err != nil || ss.fill != u.Info.TailSize {
+		if err != nil || spool.fill != u.Info.TailSize {
 			ss.removeSpool()
-			return nil, fmt.Errorf("s3: reading the tail: %d bytes, %v", ss.fill, err)
+			return nil, fmt.Errorf("s3: reading the tail: %d bytes, %v", spool.fill, err)
 		}
 	}
 	f.mu.Lock()
@@ -139,14 +137,13 @@ func (ss *tusSession) Write(p []byte) (int, error) {
 	}
 	n := 0
 	for n < len(p) {
-		k := min(int64(len(p)-n), ss.f.s.partSize-ss.fill)
-		if _, err := ss.spool.WriteAt(p[n:n+int(k)], ss.fill); err != nil {
+		k := min(int64(len(p)-n), ss.f.s.partSize-ss.spool.fill)
+		if _, err := ss.spool.write(p[n : n+int(k)]); err != nil {
 			return n, fmt.Errorf("s3: spool: %w", err)
 		}
-		ss.fill += k
 		n += int(k)
 		ss.dirty = true
-		if ss.fill == ss.f.s.partSize {
+		if ss.spool.fill == ss.f.s.partSize {
 			if err := ss.uploadPart(); err != nil {
 				ss.err = err
 				return n, err
@@ -184,21 +181,23 @@ func (ss *tusSession) uploadPart() error {
 		return fmt.Errorf("s3: the upload has more than %d parts", maxParts)
 	}
 	if ss.spare == nil {
-		spare, err := os.CreateTemp(ss.f.s.tempDir, "s3tus-*")
+		spare, err := ss.f.s.newPartFile()
 		if err != nil {
-			return fmt.Errorf("s3: spool file: %w", err)
+			return err
 		}
 		ss.spare = spare
 	}
-	spool, size, uploadID := ss.spool, ss.fill, ss.uploadID
-	ss.spool, ss.spare, ss.fill = ss.spare, spool, 0
+	spool, uploadID := ss.spool, ss.uploadID
+	size, payload := spool.fill, spool.payload()
+	ss.spool, ss.spare = ss.spare, spool
+	ss.spool.reset()
 	done := make(chan partResult, 1)
 	ss.inflight = done
 	go func() {
 		out, err := ss.f.s.client.UploadPart(ctx, &s3.UploadPartInput{
 			Bucket: &ss.f.s.bucket, Key: &ss.key, UploadId: &uploadID, PartNumber: &num,
-			ContentLength: aws.Int64(size), Body: io.NewSectionReader(spool, 0, size),
-		})
+			ContentLength: aws.Int64(size), Body: spool.body(),
+		}, payload)
 		if err != nil {
 			done <- partResult{part: tusPart{Number: num}, err: err}
 			return
@@ -207,6 +206,11 @@ func (ss *tusSession) uploadPart() error {
 	}()
 	return nil
 }
+
+// partWriter writes to a part file as an io.Writer.
+type partWriter struct{ p *partFile }
+
+func (w partWriter) Write(b []byte) (int, error) { return w.p.write(b) }
 
 // partResult is the end of a part's upload.
 type partResult struct {
@@ -279,10 +283,9 @@ func (ss *tusSession) Close() error {
 }
 
 func (ss *tusSession) removeSpool() {
-	for _, f := range []*os.File{ss.spool, ss.spare} {
-		if f != nil {
-			f.Close()
-			os.Remove(f.Name())
+	for _, p := range []*partFile{ss.spool, ss.spare} {
+		if p != nil {
+			p.remove()
 		}
 	}
 }
@@ -310,15 +313,14 @@ func (ss *tusSession) save(ctx context.Context, info *tus.Info) error {
 	newTail := ""
 	if ss.dirty {
 		next.Tail, next.TailSize = "", 0
-		if ss.fill > 0 {
+		if fill := ss.spool.fill; fill > 0 {
 			newTail = ss.f.s.tusKey(ss.id, ".tail."+randomID())
 			if _, err := ss.f.s.client.PutObject(ctx, &s3.PutObjectInput{
-				Bucket: &ss.f.s.bucket, Key: &newTail, ContentLength: aws.Int64(ss.fill),
-				Body: io.NewSectionReader(ss.spool, 0, ss.fill),
-			}); err != nil {
+				Bucket: &ss.f.s.bucket, Key: &newTail, ContentLength: aws.Int64(fill), Body: ss.spool.body(),
+			}, ss.spool.payload()); err != nil {
 				return fmt.Errorf("s3: storing the tail: %w", err)
 			}
-			next.Tail, next.TailSize = newTail, ss.fill
+			next.Tail, next.TailSize = newTail, fill
 		}
 	}
 	rollback := false
