@@ -107,65 +107,81 @@ func TestTusAcrossInstances(t *testing.T) {
 // stored file is one body's prefix followed by the rest.
 func TestTusRaceAcrossInstances(t *testing.T) {
 	c := startCluster(t, 3)
-	a, b, cc := c.nodes[0], c.nodes[1], c.nodes[2]
+	a := c.nodes[0]
 	const token, size = "alice", 1 * mib
 	outcomes := map[string]int{}
 	for i := range 20 {
 		name := fmt.Sprintf("race-%02d.bin", i)
 		bodies := [2][]byte{randomBytes(size, uint64(100+2*i)), randomBytes(size, uint64(101+2*i))}
 		loc := createTus(t, a, token, name, size)
-		var wg sync.WaitGroup
-		statuses := [2]int{}
-		for j, n := range []*instance{a, b} {
-			r := startRaw(t, n, http.MethodPatch, loc, tusHeaders(token,
-				"Upload-Offset", "0", "Content-Type", "application/offset+octet-stream"), bodies[j])
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				go r.pace(32*kib, 5*time.Millisecond)
-				res, body, err := r.read()
-				if err != nil {
-					t.Errorf("round %d, PATCH at %s: %v", i, n.name, err)
-					return
-				}
-				statuses[j] = res.StatusCode
-				switch res.StatusCode {
-				case http.StatusNoContent, http.StatusConflict, http.StatusServiceUnavailable:
-				default:
-					t.Errorf("round %d, PATCH at %s: %d %s; want 204, 409 or 503", i, n.name, res.StatusCode, body)
-				}
-			}()
-		}
-		wg.Wait()
-		if t.Failed() {
-			t.FailNow()
-		}
-		outcomes[fmt.Sprintf("A %d, B %d", statuses[0], statuses[1])]++
-		if statuses[0] == http.StatusNoContent && statuses[1] == http.StatusNoContent {
-			t.Fatalf("round %d: both PATCHes succeeded", i)
-		}
-
-		// Complete the upload from its offset at C with the rest of the
-		// body whose prefix it holds (either: the rest is checked below).
-		off := headOffset(t, cc, token, loc)
-		if off < size {
-			res, body := patch(t, cc, token, loc, off, bodies[0][off:])
-			if res.StatusCode != http.StatusNoContent {
-				t.Fatalf("round %d, completing at C from %d: %d %s", i, off, res.StatusCode, body)
+		outcomes[racePatches(t, i, c.nodes, token, loc, bodies, func() []byte {
+			got, err := os.ReadFile(filepath.Join(c.root, name))
+			if err != nil {
+				t.Fatalf("round %d: the stored file: %v", i, err)
 			}
-		}
-		got, err := os.ReadFile(filepath.Join(c.root, name))
-		if err != nil || len(got) != size {
-			t.Fatalf("round %d: the stored file: %d bytes, %v", i, len(got), err)
-		}
-		if !bytes.Equal(got[off:], bodies[0][off:]) {
-			t.Fatalf("round %d: the completion's bytes are not what it sent", i)
-		}
-		if !bytes.Equal(got[:off], bodies[0][:off]) && !bytes.Equal(got[:off], bodies[1][:off]) {
-			t.Fatalf("round %d: the first %d bytes are a mix of the two PATCHes", i, off)
-		}
+			return got
+		})]++
 	}
 	t.Logf("outcomes over 20 rounds: %v", outcomes)
+}
+
+// racePatches sends two PATCHes of bodies for the upload at loc at once,
+// the first to nodes[0] and the second to nodes[1]: at most one succeeds,
+// the other is refused (409) or interrupted (503). It then completes the
+// upload at nodes[2] from its offset with the rest of the first body, and
+// checks what stored gives (the file's bytes): the completion's bytes
+// after an exact prefix of one of the two bodies, never a mix. It returns
+// the two statuses, as an outcome to count.
+func racePatches(t *testing.T, round int, nodes []*instance, token, loc string, bodies [2][]byte, stored func() []byte) string {
+	t.Helper()
+	size := len(bodies[0])
+	var wg sync.WaitGroup
+	statuses := [2]int{}
+	for j, n := range nodes[:2] {
+		r := startRaw(t, n, http.MethodPatch, loc, tusHeaders(token,
+			"Upload-Offset", "0", "Content-Type", "application/offset+octet-stream"), bodies[j])
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			go r.pace(32*kib, 5*time.Millisecond)
+			res, body, err := r.read()
+			if err != nil {
+				t.Errorf("round %d, PATCH at %s: %v", round, n.name, err)
+				return
+			}
+			statuses[j] = res.StatusCode
+			switch res.StatusCode {
+			case http.StatusNoContent, http.StatusConflict, http.StatusServiceUnavailable:
+			default:
+				t.Errorf("round %d, PATCH at %s: %d %s; want 204, 409 or 503", round, n.name, res.StatusCode, body)
+			}
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	if statuses[0] == http.StatusNoContent && statuses[1] == http.StatusNoContent {
+		t.Fatalf("round %d: both PATCHes succeeded", round)
+	}
+
+	// Complete the upload from its offset with the rest of the first body
+	// (whichever body's prefix it holds: the prefix is checked below).
+	off := headOffset(t, nodes[2], token, loc)
+	if off < size {
+		res, body := patch(t, nodes[2], token, loc, off, bodies[0][off:])
+		if res.StatusCode != http.StatusNoContent {
+			t.Fatalf("round %d, completing at %s from %d: %d %s", round, nodes[2].name, off, res.StatusCode, body)
+		}
+	}
+	got := stored()
+	if len(got) != size || !bytes.Equal(got[off:], bodies[0][off:]) {
+		t.Fatalf("round %d: the stored file: %d bytes, or not the completion's", round, len(got))
+	}
+	if !bytes.Equal(got[:off], bodies[0][:off]) && !bytes.Equal(got[:off], bodies[1][:off]) {
+		t.Fatalf("round %d: the first %d bytes are a mix of the two PATCHes", round, off)
+	}
+	return fmt.Sprintf("%s %d, %s %d", nodes[0].name, statuses[0], nodes[1].name, statuses[1])
 }
 
 // TestTusKillAcrossInstances kills (SIGKILL) the instance receiving a
