@@ -32,9 +32,9 @@ import (
 // tells a person to (on a free port given in REFLEX_TRY_PORT instead of
 // 8080, which the browser tests use), uploads through its load balancer a
 // standard file and a resumable one of 12 MiB in 5 MiB PATCHes, reads both
-// back with a range and the demo page, then sends it SIGINT (Ctrl-C): it
-// exits 130, no process it started is left, and its temp folders, the
-// bucket's too, are gone.
+// back with a range and the demo page, cancels a stalled upload, then sends
+// it SIGINT (Ctrl-C): it exits 130, no process it started is left, and its
+// temp folders, the bucket's too, are gone.
 func TestTryInstancesS3(t *testing.T) {
 	repo, err := caddyrun.RepoRoot()
 	if err != nil {
@@ -95,11 +95,12 @@ func TestTryInstancesS3(t *testing.T) {
 		case err := <-exited:
 			done = true
 			s := out.String()
-			if strings.Contains(s, "versitygw is not built") || strings.Contains(s, "redis-server is missing") {
+			if strings.Contains(s, "versitygw is not built") || strings.Contains(s, "redis-server is missing") ||
+				strings.Contains(s, "curl is missing") {
 				if os.Getenv("CI") != "" {
-					t.Fatalf("an engine is missing (bash scripts/engines/install); CI must have it:\n%s", s)
+					t.Fatalf("a tool is missing; CI must have it:\n%s", s)
 				}
-				t.Skipf("an engine is missing: bash scripts/engines/install to run this test:\n%s", s)
+				t.Skipf("a tool is missing, see the script's output to run this test:\n%s", s)
 			}
 			t.Fatalf("the script exited before it was ready: %v", err)
 		case <-ctx.Done():
@@ -190,6 +191,35 @@ func TestTryInstancesS3(t *testing.T) {
 			t.Fatalf("%s in the bucket's folder: %d bytes, equal %v (%v)", f.name, len(onDisk), bytes.Equal(onDisk, f.data), err)
 		}
 	}
+	// Cancel through the balancer: a standard upload paused after its first
+	// bytes is cancelled by a DELETE, which any instance may receive.
+	lbNode := &instance{name: "the balancer", addr: "127.0.0.1:" + port}
+	const id, token = "tryout-cancel", "alice"
+	up := startMultipart(t, lbNode, id, token, "cancelled.bin", randomBytes(2*mib, 23))
+	if err := up.write(256 * kib); err != nil {
+		t.Fatal(err)
+	}
+	waitProgress(t, lbNode, id, token, func(s snapshot) bool { return s.State == "uploading" && s.Received > 0 })
+	res, body = do(t, http.MethodDelete, lb+"/_upload/.uploads/"+id, map[string]string{tokenHeader: token}, nil)
+	if res.StatusCode != http.StatusNoContent {
+		t.Fatalf("DELETE of the stalled upload: %d %s", res.StatusCode, body)
+	}
+	// The client goes on sending, as a browser does: the balancer's server
+	// (Go's net/http) writes the answer only between two reads of the body
+	// it forwards, so a client that stalls for good waits for its timeout.
+	sending := make(chan struct{})
+	go func() { defer close(sending); up.pace(64*kib, 10*time.Millisecond) }()
+	res, body = up.response(t)
+	up.conn.Close()
+	<-sending
+	if res.StatusCode != http.StatusConflict {
+		t.Fatalf("the cancelled upload's answer: %d %s; want 409", res.StatusCode, body)
+	}
+	assertJSON(t, "the cancelled upload's answer", body, `{"code": "upload-cancelled", "detail": "the upload was cancelled"}`)
+	if _, err := os.Stat(filepath.Join(bucket, "cancelled.bin")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("cancelled.bin is in the bucket's folder (%v)", err)
+	}
+
 	if got := slices.Sorted(maps.Keys(seen)); !slices.Equal(got, []string{"a", "b", "c"}) {
 		t.Errorf("the answers came from instances %q, want a, b and c (round robin)", got)
 	}
