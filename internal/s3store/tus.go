@@ -4,14 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/md5"
-	"crypto/sha256"
-	"encoding"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
+	"os"
 	"strings"
 	"time"
 
@@ -31,39 +29,38 @@ import (
 //	.uploads/tus/<id>.tail.<rand>   the bytes past the last whole part; a
 //	                                new key at each append, named in the state
 //
-// The state names the parts it committed (number, ETag, size), the tail,
-// and the sha256 state of the bytes up to the offset, so the whole-file
-// hash carries across appends and instances. An append writes its data
-// where it cannot clobber committed data (part numbers above the committed
-// ones, a fresh tail key), then saves the state with If-Match: a writer
-// whose state is stale (another saved since) fails there and its data is
-// never counted. The offset is recomputed from ListParts and the tail's
-// size on Load, and an upload whose parts differ from its state (a part
+// The state names the parts it committed (number, ETag, size) and the
+// tail, beside the handler's Info (with the sha256 state of the bytes up
+// to the offset, so the whole-file hash carries across appends and
+// instances). An append writes its data where it cannot clobber committed
+// data (part numbers above the committed ones, a fresh tail key), then
+// saves the state with If-Match: a writer whose state is stale (another
+// saved since) fails there and its data is never counted. An append
+// checks the parts and the tail against the state first (ListParts, the
+// tail's size), and an upload whose parts differ from its state (a part
 // number overwritten by a stale writer) is refused rather than mixed.
+// Files (tusfiles.go) implements the handlers' tus interfaces on it.
 const tusDir = Private + "/tus/"
 
 // ErrStale is returned when the upload's state changed since it was loaded
 // (another writer appended): nothing of this append counts.
 var ErrStale = tus.ErrStale
 
-// ErrInconsistent is returned by LoadTus when the parts in the store are
+// ErrInconsistent is returned by an append when the parts in the store are
 // not the ones the state committed.
 var ErrInconsistent = fmt.Errorf("%w: its parts differ from its state", tus.ErrLost)
 
 // TusInfo is the saved state of a tus upload.
 type TusInfo struct {
-	ID       string            `json:"id"`
-	Size     int64             `json:"size"` // -1 while deferred
-	MetaData map[string]string `json:"metadata,omitempty"`
-	Created  time.Time         `json:"created"`
+	ID      string    `json:"id"`
+	Size    int64     `json:"size"` // -1 while deferred
+	Created time.Time `json:"created"`
 	// UploadID names the S3 multipart upload ("" once completed).
 	UploadID string    `json:"upload_id,omitempty"`
 	Parts    []tusPart `json:"parts,omitempty"`
 	// Tail is the key of the object holding the bytes past the parts.
 	Tail     string `json:"tail,omitempty"`
 	TailSize int64  `json:"tail_size,omitempty"`
-	// SHA256 is the marshalled sha256 state of the bytes up to the offset.
-	SHA256 []byte `json:"sha256_state"`
 	// Completed says the parts are completed into the upload's private
 	// object, which waits to be copied under its name.
 	Completed bool `json:"completed,omitempty"`
@@ -95,52 +92,13 @@ func (i *TusInfo) Offset() int64 {
 }
 
 // TusUpload is a loaded upload: its state and the ETag of the state object
-// that an append must match.
+// that a save must match.
 type TusUpload struct {
 	Info TusInfo
 	etag string
 }
 
-// Sum is the sha256 of the bytes up to the offset.
-func (u *TusUpload) Sum() ([]byte, error) {
-	h, err := u.hash()
-	if err != nil {
-		return nil, err
-	}
-	return h.Sum(nil), nil
-}
-
-func (u *TusUpload) hash() (hash.Hash, error) {
-	h := sha256.New()
-	if err := h.(encoding.BinaryUnmarshaler).UnmarshalBinary(u.Info.SHA256); err != nil {
-		return nil, fmt.Errorf("s3: the upload's hash state: %w", err)
-	}
-	return h, nil
-}
-
 func (s *Store) tusKey(id, suffix string) string { return s.Key(tusDir + id + suffix) }
-
-// CreateTus saves the state of a new, empty upload (size -1 for a deferred
-// length).
-func (s *Store) CreateTus(ctx context.Context, size int64, meta map[string]string) (*TusUpload, error) {
-	state, err := sha256.New().(encoding.BinaryMarshaler).MarshalBinary()
-	if err != nil {
-		return nil, err
-	}
-	u := &TusUpload{Info: TusInfo{ID: randomID(), Size: size, MetaData: meta, Created: time.Now().UTC(), SHA256: state}}
-	out, err := s.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
-		Bucket: &s.bucket, Key: aws.String(s.tusKey(u.Info.ID, "")),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("s3: starting the multipart upload: %w", err)
-	}
-	u.Info.UploadID = aws.ToString(out.UploadId)
-	if err := s.saveTus(ctx, u, true); err != nil {
-		s.TerminateTus(ctx, u)
-		return nil, err
-	}
-	return u, nil
-}
 
 // saveTus writes the state: a new one only when none exists, else only
 // over the version loaded (If-Match), and keeps the new ETag.
@@ -181,21 +139,6 @@ func (s *Store) saveTus(ctx context.Context, u *TusUpload, create bool) error {
 		return ErrStale // saved by another meanwhile, or removed
 	}
 	return fmt.Errorf("s3: saving the upload's state: %w", err)
-}
-
-// LoadTus reads an upload's state and checks it against the store: the
-// committed parts are listed (ListParts) with their ETags and sizes and
-// the tail has its size, so the offset is the store's, not only the
-// state's. fs.ErrNotExist-like errors come back as ErrNotFound.
-func (s *Store) LoadTus(ctx context.Context, id string) (*TusUpload, error) {
-	u, err := s.getTus(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	if err := s.verifyTus(ctx, u); err != nil {
-		return nil, err
-	}
-	return u, nil
 }
 
 // getTus reads an upload's state and its ETag, without looking at its
@@ -272,114 +215,72 @@ func (s *Store) deleteKey(ctx context.Context, key string) {
 	s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.bucket, Key: &key})
 }
 
-// TerminateTus removes everything of an upload: its multipart upload,
-// every object of its id (tails that a failed append left included), its
-// state last.
-func (s *Store) TerminateTus(ctx context.Context, u *TusUpload) error {
-	if u.Info.UploadID != "" {
-		_, err := s.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
-			Bucket: &s.bucket, Key: aws.String(s.tusKey(u.Info.ID, "")), UploadId: &u.Info.UploadID,
+// completeTus completes a whole upload's parts (its tail uploaded as the
+// last part) into its private object, once: the state remembers it.
+func (s *Store) completeTus(ctx context.Context, u *TusUpload) error {
+	if u.Info.Completed || len(u.Info.Parts) == 0 {
+		return nil // done, or all in the tail (a plain object)
+	}
+	info := u.Info
+	info.Parts = append([]tusPart(nil), u.Info.Parts...)
+	if info.Tail != "" {
+		// The tail becomes the last part.
+		spool, err := os.CreateTemp(s.tempDir, "s3tus-*")
+		if err != nil {
+			return fmt.Errorf("s3: spool file: %w", err)
+		}
+		defer func() {
+			spool.Close()
+			os.Remove(spool.Name())
+		}()
+		out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &s.bucket, Key: &info.Tail})
+		if err != nil {
+			return fmt.Errorf("s3: reading the tail: %w", err)
+		}
+		n, err := io.Copy(spool, out.Body)
+		out.Body.Close()
+		if err != nil || n != info.TailSize {
+			return fmt.Errorf("s3: reading the tail: %d bytes, %v", n, err)
+		}
+		num := info.Parts[len(info.Parts)-1].Number + 1
+		res, err := s.client.UploadPart(ctx, &s3.UploadPartInput{
+			Bucket: &s.bucket, Key: aws.String(s.tusKey(info.ID, "")), UploadId: &info.UploadID,
+			PartNumber: &num, ContentLength: aws.Int64(n), Body: io.NewSectionReader(spool, 0, n),
 		})
-		if err != nil && !isNotFound(err) {
-			return fmt.Errorf("s3: aborting the upload: %w", err)
-		}
-	}
-	// Ids are of one length: no other upload's key starts with this one.
-	p := s3.NewListObjectsV2Paginator(s.client, &s3.ListObjectsV2Input{Bucket: &s.bucket, Prefix: aws.String(s.tusKey(u.Info.ID, ""))})
-	info := s.tusKey(u.Info.ID, ".info")
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
 		if err != nil {
-			return fmt.Errorf("s3: listing the upload's objects: %w", err)
+			return fmt.Errorf("s3: uploading the last part: %w", err)
 		}
-		for _, o := range page.Contents {
-			if aws.ToString(o.Key) == info {
-				continue
-			}
-			if _, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.bucket, Key: o.Key}); err != nil && !isNotFound(err) {
-				return fmt.Errorf("s3: removing the upload: %w", err)
-			}
-		}
+		info.Parts = append(info.Parts, tusPart{Number: num, ETag: aws.ToString(res.ETag), Size: n})
 	}
-	if _, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.bucket, Key: &info}); err != nil && !isNotFound(err) {
-		return fmt.Errorf("s3: removing the upload's state: %w", err)
+	parts := make([]types.CompletedPart, len(info.Parts))
+	for i, p := range info.Parts {
+		parts[i] = types.CompletedPart{PartNumber: aws.Int32(p.Number), ETag: aws.String(p.ETag)}
 	}
-	return nil
-}
-
-// SweepTus removes the tus uploads whose state was last saved (created or
-// appended to) before now-age, and aborts the multipart uploads of the tus
-// folder started before then that no state names (a crash between the two
-// steps of CreateTus). It returns how many uploads it removed.
-func (s *Store) SweepTus(ctx context.Context, age time.Duration, now time.Time) (int, error) {
-	cutoff := now.Add(-age)
-	dir := s.Key(tusDir)
-	removed := 0
-	p := s3.NewListObjectsV2Paginator(s.client, &s3.ListObjectsV2Input{Bucket: &s.bucket, Prefix: &dir})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			return removed, fmt.Errorf("s3: listing tus uploads: %w", err)
-		}
-		for _, o := range page.Contents {
-			id, ok := strings.CutSuffix(strings.TrimPrefix(aws.ToString(o.Key), dir), ".info")
-			if !ok || o.LastModified == nil || !o.LastModified.Before(cutoff) {
-				continue
-			}
-			u, err := s.LoadTus(ctx, id)
-			if err != nil && !errors.Is(err, ErrInconsistent) {
-				if errors.Is(err, ErrNotFound) {
-					continue
-				}
-				return removed, err
-			}
-			if u == nil {
-				u = &TusUpload{Info: TusInfo{ID: id}}
-			}
-			if err := s.TerminateTus(ctx, u); err != nil {
-				return removed, err
-			}
-			removed++
-		}
+	if _, err := s.client.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
+		Bucket: &s.bucket, Key: aws.String(s.tusKey(info.ID, "")), UploadId: &info.UploadID,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
+	}); err != nil {
+		return fmt.Errorf("s3: completing the upload: %w", err)
 	}
-	in := &s3.ListMultipartUploadsInput{Bucket: &s.bucket, Prefix: &dir}
-	for {
-		page, err := s.client.ListMultipartUploads(ctx, in)
-		if err != nil {
-			return removed, fmt.Errorf("s3: listing multipart uploads: %w", err)
-		}
-		for _, up := range page.Uploads {
-			if up.Initiated == nil || !up.Initiated.Before(cutoff) {
-				continue
-			}
-			id := strings.TrimPrefix(aws.ToString(up.Key), dir)
-			if _, err := s.LoadTus(ctx, id); !errors.Is(err, ErrNotFound) {
-				continue // a live upload (or one to look at): not an orphan
-			}
-			s.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: &s.bucket, Key: up.Key, UploadId: up.UploadId})
-		}
-		if !aws.ToBool(page.IsTruncated) {
-			break
-		}
-		in.KeyMarker, in.UploadIdMarker = page.NextKeyMarker, page.NextUploadIdMarker
-	}
-	return removed, nil
-}
-
-// DeclareTusLength sets the size of an upload created with a deferred
-// length (tus creation-defer-length), once, to no less than its offset.
-func (s *Store) DeclareTusLength(ctx context.Context, u *TusUpload, size int64) error {
-	if u.Info.Size >= 0 {
-		return fmt.Errorf("s3: the upload's length is set already")
-	}
-	if size < u.Info.Offset() {
-		return fmt.Errorf("s3: length %d is below the upload's offset %d", size, u.Info.Offset())
-	}
-	next := &TusUpload{Info: u.Info, etag: u.etag}
-	next.Info.Size = size
+	oldTail := info.Tail
+	info.Tail, info.TailSize, info.UploadID, info.Completed = "", 0, "", true
+	next := &TusUpload{Info: info, etag: u.etag}
 	if err := s.saveTus(ctx, next, false); err != nil {
 		return err
 	}
 	*u = *next
+	if oldTail != "" {
+		s.deleteKey(ctx, oldTail)
+	}
 	return nil
+}
+
+// tusObject is the key of the plain object that holds a whole upload's
+// bytes after completeTus: its private object, or its tail ("" when
+// empty).
+func (s *Store) tusObject(u *TusUpload) string {
+	if u.Info.Completed {
+		return s.tusKey(u.Info.ID, "")
+	}
+	return u.Info.Tail
 }

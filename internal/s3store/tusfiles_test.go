@@ -498,3 +498,34 @@ func TestFilesTusLost(t *testing.T) {
 		t.Fatalf("Append over an overwritten part: %v, want tus.ErrLost", err)
 	}
 }
+
+// TestFilesTusSaveLost: the answer to a state save that succeeded is lost;
+// the save still counts (the state there is the one it sent), and the
+// upload is published whole.
+func TestFilesTusSaveLost(t *testing.T) {
+	t.Parallel()
+	s, rec := testStore(t, part)
+	f := NewFiles(s)
+	t.Cleanup(func() { f.Close() })
+	data := randomBytes(part+100, 13)
+	info := createTus(t, f, int64(len(data)))
+	rec.reset()
+	rec.mu.Lock()
+	// The PutObjects of the save: the tail, then the state.
+	rec.lose = func(op string, n int) bool { return op == "PutObject" && n == 2 }
+	rec.mu.Unlock()
+	appendTus(t, f, info.ID, data, 1<<20, 0)
+	if got, err := f.TusStates(false).Load(context.Background(), info.ID); err != nil || got.Offset != int64(len(data)) {
+		t.Fatalf("after the lost answer: %v, %+v", err, got)
+	}
+	if _, err := publish(t, f, info.ID, "z", store.Reject); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := object(t, s, "z"); !bytes.Equal(got, data) {
+		t.Fatal("published object differs")
+	}
+	if err := f.TusStates(false).Delete(context.Background(), info.ID); err != nil {
+		t.Fatal(err)
+	}
+	assertClean(t, s, "site/z")
+}
