@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -163,14 +164,19 @@ func TestS3StorageTus(t *testing.T) {
 		res, body := tusPatch(t, loc, 0, randomBytes(t, 9<<20))
 		assertOffset(t, res, body, http.StatusNoContent, 9<<20)
 		var state struct {
+			Name     string `json:"name"`
 			UploadID string `json:"upload_id"`
 		}
 		if err := json.Unmarshal(objectBytes(t, c, "t/.uploads/tus/"+id+".info"), &state); err != nil || state.UploadID == "" {
 			t.Fatalf("the upload's state: %v %+v", err, state)
 		}
+		// Under reject, its multipart upload is under its name.
+		if ups := openUploads(t, c); state.Name != "lost.bin" || !slices.Equal(ups, []string{"t/lost.bin"}) {
+			t.Fatalf("the upload's name %q, open multipart uploads %q; want lost.bin's", state.Name, ups)
+		}
 		other := randomBytes(t, 8<<20)
 		if _, err := c.UploadPart(context.Background(), &s3.UploadPartInput{
-			Bucket: aws.String(s3Bucket), Key: aws.String("t/.uploads/tus/" + id), UploadId: &state.UploadID,
+			Bucket: aws.String(s3Bucket), Key: aws.String("t/lost.bin"), UploadId: &state.UploadID,
 			PartNumber: aws.Int32(1), Body: bytes.NewReader(other), ContentLength: aws.Int64(int64(len(other))),
 		}); err != nil {
 			t.Fatal(err)

@@ -69,7 +69,7 @@ func (h *Handler) serveTusCreate(w http.ResponseWriter, r *http.Request, next ca
 		return h.refuse(w, errFileTooLarge.with(errPastLength, "the body is longer than Upload-Length").withFile(info.SentName))
 	}
 
-	if err := h.root.data.Create(r.Context(), info.ID); err != nil {
+	if err := h.createTusData(r.Context(), info); err != nil {
 		return h.refuse(w, storeError(err))
 	}
 	if err := h.states.Save(r.Context(), info); err != nil {
@@ -95,6 +95,16 @@ func (h *Handler) serveTusCreate(w http.ResponseWriter, r *http.Request, next ca
 	setTusExpires(w, info)
 	w.WriteHeader(http.StatusCreated)
 	return nil
+}
+
+// createTusData makes the empty data of a new upload. Under overwrite and
+// reject it is published under its name or not at all, so a store that
+// can keep its data there (S3: completed in place, not copied) is told.
+func (h *Handler) createTusData(ctx context.Context, info *tus.Info) error {
+	if named, ok := h.root.data.(tus.NamedData); ok && !info.Partial && h.OnConflict != conflictRename {
+		return named.CreateAs(ctx, info.ID, info.Name)
+	}
+	return h.root.data.Create(ctx, info.ID)
 }
 
 // defersLength reports whether a backend takes uploads of deferred length.

@@ -55,6 +55,11 @@ type TusInfo struct {
 	ID      string    `json:"id"`
 	Size    int64     `json:"size"` // -1 while deferred
 	Created time.Time `json:"created"`
+	// Name, when set, is the name (relative to the store) the upload is
+	// published under or not at all: its multipart upload is made under
+	// it and completed in place. Otherwise the multipart upload is under
+	// the upload's private key, completed there and copied under its name.
+	Name string `json:"name,omitempty"`
 	// UploadID names the S3 multipart upload ("" once completed).
 	UploadID string    `json:"upload_id,omitempty"`
 	Parts    []tusPart `json:"parts,omitempty"`
@@ -99,6 +104,15 @@ type TusUpload struct {
 }
 
 func (s *Store) tusKey(id, suffix string) string { return s.Key(tusDir + id + suffix) }
+
+// tusUploadKey is the key of an upload's multipart upload: its name, or
+// its private key.
+func (s *Store) tusUploadKey(i *TusInfo) string {
+	if i.Name != "" {
+		return s.Key(i.Name)
+	}
+	return s.tusKey(i.ID, "")
+}
 
 // saveTus writes the state: a new one only when none exists, else only
 // over the version loaded (If-Match), and keeps the new ETag.
@@ -170,11 +184,10 @@ const maxTusState = 4 << 20
 // parts are listed with the ETags and sizes it names, and its tail has its
 // size. ErrInconsistent otherwise.
 func (s *Store) verifyTus(ctx context.Context, u *TusUpload) error {
-	id := u.Info.ID
 	if len(u.Info.Parts) > 0 && !u.Info.Completed {
 		listed := map[int32]types.Part{}
 		p := s3.NewListPartsPaginator(s.client, &s3.ListPartsInput{
-			Bucket: &s.bucket, Key: aws.String(s.tusKey(id, "")), UploadId: &u.Info.UploadID,
+			Bucket: &s.bucket, Key: aws.String(s.tusUploadKey(&u.Info)), UploadId: &u.Info.UploadID,
 		})
 		for p.HasMorePages() {
 			page, err := p.NextPage(ctx)
@@ -216,15 +229,44 @@ func (s *Store) deleteKey(ctx context.Context, key string) {
 }
 
 // completeTus completes a whole upload's parts (its tail uploaded as the
-// last part) into its private object, once: the state remembers it.
+// last part) into its private object, once: the state remembers it. An
+// upload made under its name is not (it is completed there by putTus).
 func (s *Store) completeTus(ctx context.Context, u *TusUpload) error {
 	if u.Info.Completed || len(u.Info.Parts) == 0 {
 		return nil // done, or all in the tail (a plain object)
 	}
+	if u.Info.Name != "" {
+		return fmt.Errorf("s3: upload %s is completed under its name only", u.Info.ID)
+	}
+	if err := s.completeParts(ctx, &u.Info, Overwrite); err != nil {
+		return err
+	}
 	info := u.Info
-	info.Parts = append([]tusPart(nil), u.Info.Parts...)
+	info.Tail, info.TailSize, info.UploadID, info.Completed = "", 0, "", true
+	next := &TusUpload{Info: info, etag: u.etag}
+	if err := s.saveTus(ctx, next, false); err != nil {
+		return err
+	}
+	if t := u.Info.Tail; t != "" {
+		s.deleteKey(ctx, t)
+	}
+	*u = *next
+	return nil
+}
+
+// completeParts completes a whole upload's multipart upload, where it was
+// made, under policy: the parts its state lists (their ETags: bytes that a
+// stale writer put under one of their numbers fail it) and its tail,
+// uploaded as the last part. The tail object stays (the state names it).
+// Under Reject an object of the name makes it ErrExists, and the multipart
+// upload stays open for another try or the upload's removal.
+func (s *Store) completeParts(ctx context.Context, info *TusInfo, policy Policy) error {
+	key := s.tusUploadKey(info)
+	parts := make([]types.CompletedPart, 0, len(info.Parts)+1)
+	for _, p := range info.Parts {
+		parts = append(parts, types.CompletedPart{PartNumber: aws.Int32(p.Number), ETag: aws.String(p.ETag)})
+	}
 	if info.Tail != "" {
-		// The tail becomes the last part.
 		spool, err := os.CreateTemp(s.tempDir, "s3tus-*")
 		if err != nil {
 			return fmt.Errorf("s3: spool file: %w", err)
@@ -244,35 +286,15 @@ func (s *Store) completeTus(ctx context.Context, u *TusUpload) error {
 		}
 		num := info.Parts[len(info.Parts)-1].Number + 1
 		res, err := s.client.UploadPart(ctx, &s3.UploadPartInput{
-			Bucket: &s.bucket, Key: aws.String(s.tusKey(info.ID, "")), UploadId: &info.UploadID,
+			Bucket: &s.bucket, Key: &key, UploadId: &info.UploadID,
 			PartNumber: &num, ContentLength: aws.Int64(n), Body: io.NewSectionReader(spool, 0, n),
 		})
 		if err != nil {
 			return fmt.Errorf("s3: uploading the last part: %w", err)
 		}
-		info.Parts = append(info.Parts, tusPart{Number: num, ETag: aws.ToString(res.ETag), Size: n})
+		parts = append(parts, types.CompletedPart{PartNumber: &num, ETag: res.ETag})
 	}
-	parts := make([]types.CompletedPart, len(info.Parts))
-	for i, p := range info.Parts {
-		parts[i] = types.CompletedPart{PartNumber: aws.Int32(p.Number), ETag: aws.String(p.ETag)}
-	}
-	if _, err := s.client.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
-		Bucket: &s.bucket, Key: aws.String(s.tusKey(info.ID, "")), UploadId: &info.UploadID,
-		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
-	}); err != nil {
-		return fmt.Errorf("s3: completing the upload: %w", err)
-	}
-	oldTail := info.Tail
-	info.Tail, info.TailSize, info.UploadID, info.Completed = "", 0, "", true
-	next := &TusUpload{Info: info, etag: u.etag}
-	if err := s.saveTus(ctx, next, false); err != nil {
-		return err
-	}
-	*u = *next
-	if oldTail != "" {
-		s.deleteKey(ctx, oldTail)
-	}
-	return nil
+	return s.complete(ctx, key, info.UploadID, parts, policy)
 }
 
 // tusObject is the key of the plain object that holds a whole upload's

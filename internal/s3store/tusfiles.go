@@ -31,7 +31,11 @@ import (
 //     Info that Load gives has the layout's offset.
 //   - Put of TusFile(id) completes the multipart upload with the parts the
 //     state lists (their ETags, so that bytes a stale writer put there
-//     fail it) and copies it under its name with the conflict policy.
+//     fail it). An upload made by CreateAs (under overwrite and reject)
+//     has its multipart upload under its name and is completed there with
+//     the conflict policy (If-None-Match: * under reject), with no copy;
+//     one made by Create (rename) is completed under its private key and
+//     copied under the name the batch finds free.
 
 // tusSession is the writing of one Append: the bytes since the last save
 // are in the spool (the tail first) and in the parts uploaded since.
@@ -74,6 +78,18 @@ func (f *Files) Create(ctx context.Context, id string) error {
 	return f.s.saveTus(ctx, u, true)
 }
 
+// CreateAs implements tus.NamedData: Create for an upload published under
+// name or not at all, whose multipart upload is made under name (the state
+// names it before its first part, so that removal and the sweepers find
+// it) and completed in place by Put.
+func (f *Files) CreateAs(ctx context.Context, id, name string) error {
+	if isPrivate(name) {
+		return fmt.Errorf("s3: %q is in the private folder", name)
+	}
+	u := &TusUpload{Info: TusInfo{ID: id, Size: -1, Created: time.Now().UTC(), Name: name}}
+	return f.s.saveTus(ctx, u, true)
+}
+
 // session is the open Append of upload id in this process, if any.
 func (f *Files) session(id string) *tusSession {
 	f.mu.Lock()
@@ -107,7 +123,7 @@ func (f *Files) Append(ctx context.Context, id string, offset int64) (tus.Append
 		return nil, err
 	}
 	ss := &tusSession{
-		f: f, id: id, key: f.s.tusKey(id, ""), etag: u.etag, start: u.Info, committed: u.Info,
+		f: f, id: id, key: f.s.tusUploadKey(&u.Info), etag: u.etag, start: u.Info, committed: u.Info,
 		parts: append([]tusPart(nil), u.Info.Parts...), uploadID: u.Info.UploadID, spool: spool,
 	}
 	if t := u.Info.Tail; t != "" {
@@ -167,11 +183,9 @@ func (ss *tusSession) uploadPart() error {
 		return err
 	}
 	if ss.uploadID == "" {
-		out, err := ss.f.s.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: &ss.f.s.bucket, Key: &ss.key})
-		if err != nil {
-			return fmt.Errorf("s3: starting the multipart upload: %w", err)
+		if err := ss.startUpload(ctx); err != nil {
+			return err
 		}
-		ss.uploadID = aws.ToString(out.UploadId)
 	}
 	num := int32(1)
 	if n := len(ss.parts); n > 0 {
@@ -204,6 +218,31 @@ func (ss *tusSession) uploadPart() error {
 		}
 		done <- partResult{part: tusPart{Number: num, ETag: aws.ToString(out.ETag), Size: size}}
 	}()
+	return nil
+}
+
+// startUpload starts the upload's multipart upload. One under the file's
+// name is named in the state (saved over the one this session knows)
+// before any part goes there: removal, expiry and the sweepers find it
+// by the state, as a listing of the tus folder does not.
+func (ss *tusSession) startUpload(ctx context.Context) error {
+	out, err := ss.f.s.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: &ss.f.s.bucket, Key: &ss.key})
+	if err != nil {
+		return fmt.Errorf("s3: starting the multipart upload: %w", err)
+	}
+	uploadID := aws.ToString(out.UploadId)
+	if ss.committed.Name != "" {
+		u := &TusUpload{Info: ss.committed, etag: ss.etag}
+		u.Info.UploadID = uploadID
+		if err := ss.f.s.saveTus(ctx, u, false); err != nil {
+			actx, cancel := cleanupContext(ctx)
+			defer cancel()
+			ss.f.s.client.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{Bucket: &ss.f.s.bucket, Key: &ss.key, UploadId: &uploadID})
+			return err
+		}
+		ss.etag, ss.committed.UploadID, ss.start.UploadID = u.etag, uploadID, uploadID
+	}
+	ss.uploadID = uploadID
 	return nil
 }
 
@@ -341,9 +380,8 @@ func (ss *tusSession) save(ctx context.Context, info *tus.Info) error {
 		next.UploadID = ss.uploadID
 		rollback = true
 	}
-	next.Size = info.Length
+	next.Size, next.Upload = info.Length, info
 	u := &TusUpload{Info: next, etag: ss.etag}
-	u.Info.Upload = info
 	if err := ss.f.s.saveTus(ctx, u, false); err != nil {
 		if newTail != "" {
 			ss.f.s.deleteKey(ctx, newTail)
@@ -434,6 +472,17 @@ func (f *Files) Remove(ctx context.Context, id string) error {
 		return nil
 	}
 	ctx = context.WithoutCancel(ctx)
+	if u, err := f.s.getTus(ctx, id); err == nil && u.Info.Name != "" && u.Info.UploadID != "" {
+		// Under the file's name: the state names it.
+		_, err := f.s.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
+			Bucket: &f.s.bucket, Key: aws.String(f.s.tusUploadKey(&u.Info)), UploadId: &u.Info.UploadID,
+		})
+		if err != nil && !isNotFound(err) {
+			return fmt.Errorf("s3: aborting the upload: %w", err)
+		}
+	} else if err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
 	key := f.s.tusKey(id, "")
 	in := &s3.ListMultipartUploadsInput{Bucket: &f.s.bucket, Prefix: &key}
 	for {
@@ -568,9 +617,10 @@ func (s tusStates) List(ctx context.Context) ([]string, error) {
 }
 
 // putTus publishes the complete upload id under the i-th name of the plan:
-// its parts (those its state lists) are completed into its private object,
-// which is copied under the name with the batch's policy; then the data
-// goes (the state, marked complete, stays for the handler).
+// its parts (those its state lists) are completed under its name with the
+// batch's policy when it was made there (CreateAs), else into its private
+// object, which is copied under the name; then the data goes (the state,
+// marked complete, stays for the handler).
 func (b *Batch) putTus(i int, id string) (string, error) {
 	ctx := b.f.ctx
 	s := b.f.s
@@ -584,11 +634,20 @@ func (b *Batch) putTus(i int, id string) (string, error) {
 	if u.Info.Published {
 		return "", fmt.Errorf("s3: upload %s was published already", id)
 	}
-	if err := s.completeTus(ctx, u); err != nil {
-		return "", err
+	inPlace := u.Info.Name != "" && len(u.Info.Parts) > 0 && !u.Info.Completed
+	if !inPlace {
+		if err := s.completeTus(ctx, u); err != nil {
+			return "", err
+		}
 	}
 	src, size := s.tusObject(u), u.Info.Size
 	commit := func(name string, policy Policy) error {
+		if inPlace {
+			if name != u.Info.Name {
+				return fmt.Errorf("s3: upload %s is made to be stored as %q, not %q", id, u.Info.Name, name)
+			}
+			return s.completeParts(ctx, &u.Info, policy)
+		}
 		if src == "" {
 			w, err := s.NewWriter(ctx, WriterOptions{})
 			if err != nil {

@@ -23,21 +23,39 @@ import (
 // nothing shared but the bucket.
 func twinFiles(t *testing.T) (*Store, *Files, *Files) {
 	t.Helper()
-	s, _ := testStore(t, part)
+	s, _, a, b := twinFilesRec(t)
+	return s, a, b
+}
+
+// twinFilesRec is twinFiles with the recorder of their requests.
+func twinFilesRec(t *testing.T) (*Store, *recorder, *Files, *Files) {
+	t.Helper()
+	s, rec := testStore(t, part)
 	s2 := *s
 	a, b := NewFiles(s), NewFiles(&s2)
 	t.Cleanup(func() { a.Close(); b.Close() })
-	return s, a, b
+	return s, rec, a, b
 }
 
 // createTus creates upload id through f as the handler does: Create, then
 // the first Save.
 func createTus(t *testing.T, f *Files, length int64) *tus.Info {
 	t.Helper()
+	return createTusAs(t, f, length, "")
+}
+
+// createTusAs is createTus through CreateAs(name) when name is set (the
+// handler under overwrite and reject), through Create otherwise.
+func createTusAs(t *testing.T, f *Files, length int64, name string) *tus.Info {
+	t.Helper()
 	ctx := context.Background()
 	info := &tus.Info{ID: tus.NewID(), Length: length, MetadataRaw: "filename dC5iaW4=", SentName: "t.bin", Name: "t.bin",
 		Created: time.Now().UTC(), Expires: time.Now().Add(time.Hour).UTC()}
-	if err := f.Create(ctx, info.ID); err != nil {
+	create := func() error { return f.Create(ctx, info.ID) }
+	if name != "" {
+		create = func() error { return f.CreateAs(ctx, info.ID, name) }
+	}
+	if err := create(); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.TusStates(false).Save(ctx, info); err != nil {
@@ -528,4 +546,166 @@ func TestFilesTusSaveLost(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertClean(t, s, "site/z")
+}
+
+// TestFilesTusInPlace: an upload made under its name (overwrite, reject)
+// has its parts there and is completed there, with no server-side copy:
+// nothing is visible under the name before it is published, a refusal
+// under reject leaves the existing object and keeps the upload for
+// another try, and the published object is byte-identical.
+func TestFilesTusInPlace(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		size   int
+		policy store.Policy
+	}{
+		{"several parts, reject", 3*part + 12345, store.Reject},
+		{"several parts, overwrite", 2*part + 1, store.Overwrite},
+		{"exactly one part, reject", part, store.Reject},
+		{"within the tail, reject", part - 1, store.Reject},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s, rec, a, b := twinFilesRec(t)
+			ctx := context.Background()
+			data := randomBytes(tc.size, 31)
+			info := createTusAs(t, a, int64(tc.size), "t.bin")
+			for i, off := 0, 0; off < tc.size; i++ {
+				end := min(off+3<<20+1, tc.size)
+				appendTus(t, []*Files{a, b}[i%2], info.ID, data[off:end], 64<<10, 1<<20)
+				off = end
+			}
+			if _, ok := object(t, s, "t.bin"); ok {
+				t.Fatal("the upload is visible under its name before it is published")
+			}
+			if ups := openUploads(t, s); tc.size >= part && !slices.Equal(ups, []string{s.Key("t.bin")}) {
+				t.Fatalf("open multipart uploads %q; want one under the name", ups)
+			}
+			if tc.policy == store.Reject {
+				put(t, s, "t.bin", []byte("taken"), Overwrite)
+				if _, err := publish(t, b, info.ID, "t.bin", store.Reject); !errors.Is(err, fs.ErrExist) {
+					t.Fatalf("publishing over an object under reject: %v", err)
+				}
+				if got, _ := object(t, s, "t.bin"); string(got) != "taken" {
+					t.Fatalf("the refused upload replaced the object: %d bytes", len(got))
+				}
+				s.deleteKey(ctx, s.Key("t.bin"))
+			}
+			rec.reset()
+			stored, err := publish(t, b, info.ID, "t.bin", tc.policy)
+			if err != nil || stored != "t.bin" {
+				t.Fatalf("publish: %q, %v", stored, err)
+			}
+			if got, _ := object(t, s, "t.bin"); !bytes.Equal(got, data) {
+				t.Fatalf("published object: %d bytes, want %d", len(got), len(data))
+			}
+			// Less than a part is all in the tail object: that is copied.
+			if n := rec.count("UploadPartCopy") + rec.count("CopyObject"); tc.size >= part && n != 0 {
+				t.Errorf("publishing copied server-side (%d requests)", n)
+			}
+			if err := a.TusStates(false).Delete(ctx, info.ID); err != nil {
+				t.Fatal(err)
+			}
+			assertClean(t, s, "site/t.bin")
+		})
+	}
+}
+
+// TestFilesTusInPlaceStale: a committed part of an upload made under its
+// name, overwritten behind the state (a stale writer), fails the
+// completion: nothing is published. Removal then leaves no object and no
+// multipart upload.
+func TestFilesTusInPlaceStale(t *testing.T) {
+	t.Parallel()
+	s, a, _ := twinFiles(t)
+	ctx := context.Background()
+	data := randomBytes(2*part+10, 32)
+	info := createTusAs(t, a, int64(len(data)), "t.bin")
+	appendTus(t, a, info.ID, data, 1<<20, 0)
+	u, err := s.getTus(ctx, info.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.client.UploadPart(ctx, &s3.UploadPartInput{
+		Bucket: &s.bucket, Key: aws.String(s.Key("t.bin")), UploadId: &u.Info.UploadID,
+		PartNumber: aws.Int32(1), Body: bytes.NewReader(randomBytes(part, 99)), ContentLength: aws.Int64(part),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := publish(t, a, info.ID, "t.bin", store.Overwrite); err == nil {
+		t.Fatal("an upload with a part replaced behind its state was published")
+	}
+	if _, ok := object(t, s, "t.bin"); ok {
+		t.Fatal("an object was published under the name")
+	}
+	if err := a.Remove(ctx, info.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.TusStates(false).Delete(ctx, info.ID); err != nil {
+		t.Fatal(err)
+	}
+	assertClean(t, s)
+}
+
+// TestFilesTusInPlaceRemove: termination of an upload made under its name
+// aborts its multipart upload there (the state names it), also when the
+// writer that started it went on no further.
+func TestFilesTusInPlaceRemove(t *testing.T) {
+	t.Parallel()
+	s, a, b := twinFiles(t)
+	ctx := context.Background()
+	info := createTusAs(t, a, 4*part, "t.bin")
+	appendTus(t, a, info.ID, randomBytes(part+7, 33), 1<<20, 0)
+	ap, err := b.Append(ctx, info.ID, part+7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ap.Write(randomBytes(part, 34)); err != nil { // a part, never saved
+		t.Fatal(err)
+	}
+	if err := ap.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if ups := openUploads(t, s); !slices.Equal(ups, []string{s.Key("t.bin")}) {
+		t.Fatalf("open multipart uploads %q; want one under the name", ups)
+	}
+	if err := b.Remove(ctx, info.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.TusStates(false).Delete(ctx, info.ID); err != nil {
+		t.Fatal(err)
+	}
+	assertClean(t, s)
+}
+
+// TestSweepKeepsNamedTus: the sweep of stale writers leaves alone the
+// multipart upload that a resumable upload's state names under its file's
+// name, however old (a resumable upload keeps its own expiry), and aborts
+// one under a name that nothing names.
+func TestSweepKeepsNamedTus(t *testing.T) {
+	t.Parallel()
+	s, a, _ := twinFiles(t)
+	ctx := context.Background()
+	info := createTusAs(t, a, 4*part, "t.bin")
+	appendTus(t, a, info.ID, randomBytes(part+7, 35), 1<<20, 0)
+	if _, err := s.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: &s.bucket, Key: aws.String(s.Key("o.bin"))}); err != nil {
+		t.Fatal(err)
+	}
+	later := time.Now().Add(48 * time.Hour)
+	if swept, err := s.Sweep(ctx, time.Hour, later); err != nil || swept.Uploads != 1 {
+		t.Fatalf("sweep: %+v, %v; want the orphan aborted", swept, err)
+	}
+	if _, err := s.SweepTusOrphans(ctx, time.Hour, later); err != nil {
+		t.Fatal(err)
+	}
+	if ups := openUploads(t, s); !slices.Equal(ups, []string{s.Key("t.bin")}) {
+		t.Fatalf("open multipart uploads after the sweeps: %q; want the live upload's", ups)
+	}
+	if got, err := a.TusStates(false).Load(ctx, info.ID); err != nil || got.Offset != part+7 {
+		t.Fatalf("the upload after the sweeps: %+v, %v", got, err)
+	}
+	if _, err := a.Append(ctx, info.ID, part+7); err != nil {
+		t.Fatalf("the upload after the sweeps: %v", err)
+	}
 }

@@ -43,6 +43,15 @@ type Data interface {
 	Remove(ctx context.Context, id string) error
 }
 
+// A NamedData can keep an upload's data where the file is published, so
+// that publishing it moves no bytes (S3: the multipart upload is made
+// under the file's name and completed in place, with no copy).
+type NamedData interface {
+	// CreateAs is Create for an upload that is published under name or
+	// not at all (its conflict policy keeps names: overwrite, reject).
+	CreateAs(ctx context.Context, id, name string) error
+}
+
 // An Appender writes at the end of an upload's data.
 type Appender interface {
 	io.Writer
