@@ -107,10 +107,12 @@ type partUploader struct {
 	cancel   context.CancelCauseFunc
 	slots    chan struct{} // one token per part in flight
 	wg       sync.WaitGroup
-	started  int32 // parts handed over
+	first    int32   // the number of the part before the first one
+	started  int32   // parts handed over
+	sizes    []int64 // of the parts handed over, in order
 
 	mu    sync.Mutex
-	parts []types.CompletedPart // by part number - 1; nil ETag while in flight
+	parts []types.CompletedPart // in order; nil ETag while in flight
 	err   error                 // the first failure
 }
 
@@ -121,8 +123,9 @@ func (s *Store) newPartUploader(ctx context.Context, key, uploadID string) *part
 	return &partUploader{s: s, key: key, uploadID: uploadID, ctx: ctx, cancel: cancel, slots: make(chan struct{}, maxInFlight)}
 }
 
-// count is the number of parts handed over.
-func (u *partUploader) count() int { return int(u.started) }
+// count is the number of the last part handed over (of all the parts of
+// the multipart upload, those before first included).
+func (u *partUploader) count() int { return int(u.first + u.started) }
 
 // failed is the first failure of a part, nil when none failed.
 func (u *partUploader) failed() error {
@@ -151,13 +154,13 @@ func (u *partUploader) release() { <-u.slots }
 // start uploads p as the next part in the background, in a reservation;
 // the part file is the uploader's from now on (removed once sent).
 func (u *partUploader) start(p *partFile) {
-	num := u.next()
+	i, num := u.next(p)
 	u.wg.Add(1)
 	go func() {
 		defer u.wg.Done()
 		defer func() { <-u.slots }()
 		defer p.remove()
-		u.upload(num, p)
+		u.upload(i, num, p)
 	}()
 }
 
@@ -165,21 +168,26 @@ func (u *partUploader) start(p *partFile) {
 // stays the caller's. It is the way when no file can be had for a
 // background part (out of descriptors or disk).
 func (u *partUploader) uploadNow(p *partFile) error {
-	u.upload(u.next(), p)
+	i, num := u.next(p)
+	u.upload(i, num, p)
 	return u.failed()
 }
 
-// next numbers a new part.
-func (u *partUploader) next() int32 {
+// next numbers a new part of p's size: its index among the parts handed
+// over and its part number.
+func (u *partUploader) next(p *partFile) (int, int32) {
 	u.started++
+	num := u.first + u.started
+	u.sizes = append(u.sizes, p.fill)
 	u.mu.Lock()
-	u.parts = append(u.parts, types.CompletedPart{PartNumber: aws.Int32(u.started)})
+	u.parts = append(u.parts, types.CompletedPart{PartNumber: aws.Int32(num)})
 	u.mu.Unlock()
-	return u.started
+	return int(u.started - 1), num
 }
 
-// upload sends p as part num and records its ETag or the failure.
-func (u *partUploader) upload(num int32, p *partFile) {
+// upload sends p as part num, the i-th handed over, and records its ETag
+// or the failure.
+func (u *partUploader) upload(i int, num int32, p *partFile) {
 	out, err := u.s.client.UploadPart(u.ctx, &s3.UploadPartInput{
 		Bucket:        &u.s.bucket,
 		Key:           &u.key,
@@ -197,7 +205,7 @@ func (u *partUploader) upload(num int32, p *partFile) {
 		}
 		return
 	}
-	u.parts[num-1].ETag = out.ETag
+	u.parts[i].ETag = out.ETag
 }
 
 // wait waits for the parts in flight and returns all the parts, in order,

@@ -45,18 +45,17 @@ type tusSession struct {
 	key string // of the multipart upload
 
 	mu        sync.Mutex
-	etag      string  // of the state this session loaded or saved last
-	start     TusInfo // the layout at Append
-	committed TusInfo // the layout saved last (start, until a save)
-	saved     bool    // a save of this session committed
-	parts     []tusPart
+	etag      string    // of the state this session loaded or saved last
+	start     TusInfo   // the layout at Append
+	committed TusInfo   // the layout saved last (start, until a save)
+	saved     bool      // a save of this session committed
+	parts     []tusPart // counted: those of the layout and those sent since
 	uploadID  string
-	spool     *partFile       // the bytes since the last whole part
-	spare     *partFile       // the other spool, while a part uploads from it
-	inflight  chan partResult // the part uploading, if any
-	dirty     bool            // the spool differs from the committed tail
-	made      []string        // the tails this session stored
-	err       error           // sticky: the session cannot go on
+	up        *partUploader // the parts on their way since the last count, if any
+	spool     *partFile     // the bytes since the last whole part
+	dirty     bool          // the spool differs from the committed tail
+	made      []string      // the tails this session stored
+	err       error         // sticky: the session cannot go on
 	closed    bool
 }
 
@@ -169,15 +168,12 @@ func (ss *tusSession) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// uploadPart starts uploading the spool as the next part, once the state
-// is still the one this session saved last (a writer that lost its turn
-// stops here, before it can put a part where the new writer puts its
-// own), and writes on into the other spool file meanwhile: at most one
-// part is in flight, so the body is read while it uploads.
+// uploadPart hands the spool to the background uploads as the next part
+// (partuploader.go: at most maxInFlight at once, while the body is read on
+// into a new spool), once the state is still the one this session saved
+// last: a writer that lost its turn stops here, before it can put a part
+// where the new writer puts its own.
 func (ss *tusSession) uploadPart() error {
-	if err := ss.waitPart(); err != nil {
-		return err
-	}
 	ctx := context.Background()
 	if err := ss.fresh(ctx); err != nil {
 		return err
@@ -187,37 +183,31 @@ func (ss *tusSession) uploadPart() error {
 			return err
 		}
 	}
-	num := int32(1)
-	if n := len(ss.parts); n > 0 {
-		num = ss.parts[n-1].Number + 1
+	if ss.up == nil {
+		ss.up = ss.f.s.newPartUploader(ctx, ss.key, ss.uploadID)
+		if n := len(ss.parts); n > 0 {
+			ss.up.first = ss.parts[n-1].Number
+		}
 	}
-	if num > maxParts {
+	if ss.up.count() >= maxParts {
 		return fmt.Errorf("s3: the upload has more than %d parts", maxParts)
 	}
-	if ss.spare == nil {
-		spare, err := ss.f.s.newPartFile()
-		if err != nil {
+	if err := ss.up.reserve(); err != nil {
+		return err
+	}
+	next, err := ss.f.s.newPartFile()
+	if err != nil {
+		// No file for the next part: this one goes now, and its file
+		// takes the next one.
+		ss.up.release()
+		if err := ss.up.uploadNow(ss.spool); err != nil {
 			return err
 		}
-		ss.spare = spare
+		ss.spool.reset()
+		return nil
 	}
-	spool, uploadID := ss.spool, ss.uploadID
-	size, payload := spool.fill, spool.payload()
-	ss.spool, ss.spare = ss.spare, spool
-	ss.spool.reset()
-	done := make(chan partResult, 1)
-	ss.inflight = done
-	go func() {
-		out, err := ss.f.s.client.UploadPart(ctx, &s3.UploadPartInput{
-			Bucket: &ss.f.s.bucket, Key: &ss.key, UploadId: &uploadID, PartNumber: &num,
-			ContentLength: aws.Int64(size), Body: spool.body(),
-		}, payload)
-		if err != nil {
-			done <- partResult{part: tusPart{Number: num}, err: err}
-			return
-		}
-		done <- partResult{part: tusPart{Number: num, ETag: aws.ToString(out.ETag), Size: size}}
-	}()
+	ss.up.start(ss.spool)
+	ss.spool = next
 	return nil
 }
 
@@ -251,23 +241,21 @@ type partWriter struct{ p *partFile }
 
 func (w partWriter) Write(b []byte) (int, error) { return w.p.write(b) }
 
-// partResult is the end of a part's upload.
-type partResult struct {
-	part tusPart
-	err  error
-}
-
-// waitPart waits for the part in flight, if any, and counts it.
-func (ss *tusSession) waitPart() error {
-	if ss.inflight == nil {
+// waitParts waits for the parts on their way, if any, and counts them.
+func (ss *tusSession) waitParts() error {
+	if ss.up == nil {
 		return nil
 	}
-	r := <-ss.inflight
-	ss.inflight = nil
-	if r.err != nil {
-		return fmt.Errorf("s3: uploading part %d: %w", r.part.Number, r.err)
+	up := ss.up
+	ss.up = nil
+	parts, err := up.wait()
+	up.cancel(nil)
+	if err != nil {
+		return err
 	}
-	ss.parts = append(ss.parts, r.part)
+	for i, p := range parts {
+		ss.parts = append(ss.parts, tusPart{Number: aws.ToInt32(p.PartNumber), ETag: aws.ToString(p.ETag), Size: up.sizes[i]})
+	}
 	return nil
 }
 
@@ -302,7 +290,10 @@ func (ss *tusSession) Close() error {
 		return nil
 	}
 	ss.closed = true
-	_ = ss.waitPart()
+	if ss.up != nil {
+		ss.up.stop() // parts never counted
+		ss.up = nil
+	}
 	ss.f.mu.Lock()
 	if ss.f.sessions[ss.id] == ss {
 		delete(ss.f.sessions, ss.id)
@@ -322,10 +313,8 @@ func (ss *tusSession) Close() error {
 }
 
 func (ss *tusSession) removeSpool() {
-	for _, p := range []*partFile{ss.spool, ss.spare} {
-		if p != nil {
-			p.remove()
-		}
+	if ss.spool != nil {
+		ss.spool.remove()
 	}
 }
 
@@ -343,7 +332,7 @@ func (ss *tusSession) save(ctx context.Context, info *tus.Info) error {
 	if ss.closed {
 		return fmt.Errorf("s3: the upload's append is closed")
 	}
-	if err := ss.waitPart(); err != nil {
+	if err := ss.waitParts(); err != nil {
 		ss.err = err
 		return err
 	}

@@ -371,7 +371,7 @@ func TestFilesTusRemove(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The instance dies once its part is uploaded: no Close, no save.
-	if err := ap.(*tusSession).waitPart(); err != nil {
+	if err := ap.(*tusSession).waitParts(); err != nil {
 		t.Fatal(err)
 	}
 	b.mu.Lock()
