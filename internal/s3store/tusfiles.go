@@ -633,7 +633,10 @@ func (b *Batch) putTus(i int, id string) (string, error) {
 	commit := func(name string, policy Policy) error {
 		if inPlace {
 			if name != u.Info.Name {
-				return fmt.Errorf("s3: upload %s is made to be stored as %q, not %q", id, u.Info.Name, name)
+				// Its parts are under its name (a reload turned rename on
+				// since it was made): no other name can take them, so a
+				// taken name is a conflict, as under reject.
+				return fmt.Errorf("%w: upload %s is made to be stored as %q, not %q", ErrExists, id, u.Info.Name, name)
 			}
 			return s.completeParts(ctx, &u.Info, policy)
 		}

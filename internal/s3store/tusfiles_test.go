@@ -709,3 +709,23 @@ func TestSweepKeepsNamedTus(t *testing.T) {
 		t.Fatalf("the upload after the sweeps: %v", err)
 	}
 }
+
+// TestFilesTusInPlaceRenamed: an upload made under its name (overwrite or
+// reject when it was created) that is published under rename (a reload
+// changed the policy) while its name is taken cannot move to another name
+// (its parts are under that one): the batch refuses it as a conflict
+// (fs.ErrExist, a 409 for the client), and the object there stays.
+func TestFilesTusInPlaceRenamed(t *testing.T) {
+	t.Parallel()
+	s, a, _ := twinFiles(t)
+	data := randomBytes(part+10, 33)
+	info := createTusAs(t, a, int64(len(data)), "r.bin")
+	appendTus(t, a, info.ID, data, 1<<20, 0)
+	put(t, s, "r.bin", []byte("taken"), Overwrite)
+	if stored, err := publish(t, a, info.ID, "r.bin", store.Rename); !errors.Is(err, fs.ErrExist) {
+		t.Fatalf("publishing under rename over a taken name: %q, %v; want a conflict", stored, err)
+	}
+	if got, _ := object(t, s, "r.bin"); string(got) != "taken" {
+		t.Fatalf("the object under the name: %d bytes, want the one there before", len(got))
+	}
+}
