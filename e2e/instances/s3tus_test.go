@@ -1,8 +1,8 @@
 package instances_test
 
 import (
-	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -17,20 +17,14 @@ import (
 	"time"
 
 	"github.com/reflexupload/caddy-reflex-upload/e2e/internal/caddyrun"
+	"github.com/reflexupload/caddy-reflex-upload/e2e/internal/noderun"
 )
 
 // Resumable (tus) uploads on the S3 cluster of s3_test.go: the bytes are
 // in the bucket, so any instance takes an upload on.
 
 // tusJS is one run of the stock tus-js-client (e2e/tusjs/upload.mjs).
-type tusJS struct {
-	cmd    *exec.Cmd
-	stdout bytes.Buffer
-	done   chan struct{}
-
-	mu     sync.Mutex
-	stderr []string
-}
+type tusJS struct{ *noderun.Run }
 
 // startTusJS uploads file to endpoint with tus-js-client as owner alice;
 // watch sees each line of its log as it comes.
@@ -53,70 +47,22 @@ func startTusJS(t *testing.T, endpoint, file string, watch func(string), args ..
 	}
 	args = append([]string{filepath.Join(dir, "upload.mjs"), "--endpoint", endpoint, "--file", file,
 		"--header", tokenHeader + "=alice", "--retry-delays", "0,200,500,1000,2000,3000,5000,5000,5000"}, args...)
-	r := &tusJS{done: make(chan struct{})}
-	r.cmd = exec.Command("node", args...)
-	r.cmd.Dir = dir
-	r.cmd.Stdout = &r.stdout
-	stderr, err := r.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.cmd.Start(); err != nil {
-		t.Fatalf("starting node: %v", err)
-	}
-	t.Cleanup(func() {
-		select {
-		case <-r.done:
-		default:
-			r.cmd.Process.Kill()
-			<-r.done
-		}
-		if t.Failed() {
-			t.Logf("log of tus-js-client:\n%s\nresult: %s", caddyrun.Tail(strings.Join(r.lines(""), "\n"), 8000), r.stdout.String())
-		}
-	})
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			r.mu.Lock()
-			r.stderr = append(r.stderr, sc.Text())
-			r.mu.Unlock()
-			if watch != nil {
-				watch(sc.Text())
-			}
-		}
-		r.cmd.Wait()
-		close(r.done)
-	}()
-	return r
+	return &tusJS{noderun.Start(t, context.Background(), dir, args, watch)}
 }
 
 // result waits for the end of the run: it must have succeeded.
 func (r *tusJS) result(t *testing.T) (url string) {
 	t.Helper()
-	<-r.done
+	exit := r.Wait()
 	var res struct {
 		OK    bool   `json:"ok"`
 		URL   string `json:"url"`
 		Error string `json:"error"`
 	}
-	if err := json.Unmarshal(bytes.TrimSpace(r.stdout.Bytes()), &res); err != nil || !res.OK {
-		t.Fatalf("tus-js-client: %q (%v)", r.stdout.String(), err)
+	if err := json.Unmarshal([]byte(strings.TrimSpace(r.Stdout())), &res); err != nil || !res.OK {
+		t.Fatalf("tus-js-client: %q (%v, exit %v)", r.Stdout(), err, exit)
 	}
 	return res.URL
-}
-
-// lines is the log lines that start with prefix.
-func (r *tusJS) lines(prefix string) []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []string
-	for _, l := range r.stderr {
-		if strings.HasPrefix(l, prefix) {
-			out = append(out, l)
-		}
-	}
-	return out
 }
 
 // writeFile writes data to a file of the test and returns its path.
@@ -202,7 +148,7 @@ func TestS3TusJSThroughBalancer(t *testing.T) {
 		t.Fatal("no chunk was accepted past 20 MiB")
 	}
 	seen := map[string]int{}
-	for _, l := range run.lines("http PATCH ") {
+	for _, l := range run.Lines("http PATCH ") {
 		if _, v, ok := strings.Cut(l, " x-instance="); ok {
 			seen[strings.Fields(v)[0]]++
 		}
@@ -302,11 +248,11 @@ func TestS3TusKillThroughBalancer(t *testing.T) {
 		if strings.HasPrefix(name, "none") {
 			t.Fatalf("killing the receiving instance: %s", name)
 		}
-		t.Logf("killed %s mid-PATCH; %d retries", name, len(run.lines("retry ")))
+		t.Logf("killed %s mid-PATCH; %d retries", name, len(run.Lines("retry ")))
 	default:
 		t.Fatal("no instance was killed")
 	}
-	if len(run.lines("retry ")) == 0 {
+	if len(run.Lines("retry ")) == 0 {
 		t.Error("the client never retried: the kill did not cut a request")
 	}
 	if got := c.object(t, "renamed/killed.bin"); !bytes.Equal(got, data) {

@@ -155,7 +155,7 @@ func TestTusJSShutdownDuringPatch(t *testing.T) {
 			break
 		}
 		select {
-		case <-run.done:
+		case <-run.Done():
 			t.Fatalf("the upload ended before Caddy was stopped")
 		case <-h.ctx.Done():
 			t.Fatalf("the server never received 6 MiB")
@@ -193,13 +193,13 @@ func TestTusJSShutdownDuringPatch(t *testing.T) {
 	}
 	t.Logf("stopped at offset %d (%.1f MiB)", state.Offset, float64(state.Offset)/mib)
 	select {
-	case <-run.done:
+	case <-run.Done():
 		t.Fatalf("the upload ended while Caddy was down")
 	case <-time.After(300 * time.Millisecond):
 	}
 
 	h.caddy.Start(t)
-	<-run.done
+	<-run.Done()
 	res := run.result(t)
 	h.assertComplete(t, res, run, "term.bin", size, sum)
 	h.assertResumed(t, run, res)
@@ -207,20 +207,20 @@ func TestTusJSShutdownDuringPatch(t *testing.T) {
 	// lost with the connection: Caddy exits at once, and the kernel resets
 	// a socket closed with body bytes still unread, which the client sees
 	// as a failed request (status 0) and retries just the same.
-	patches, retries := run.lines("http PATCH "), run.lines("retry ")
+	patches, retries := run.Lines("http PATCH "), run.Lines("retry ")
 	answered503 := len(patches) >= 2 && strings.Contains(patches[0], " status=503")
 	lost := len(patches) >= 1 && len(retries) >= 1 && strings.Contains(retries[0], " status=0 retry=true")
 	if !answered503 && !lost {
 		t.Errorf("PATCH answers %q, retries %q; want the first PATCH answered 503 (or cut) and retried, then the resumed one", patches, retries)
 	}
 	resumed := false
-	for _, l := range run.lines("http HEAD ") {
+	for _, l := range run.Lines("http HEAD ") {
 		if strings.Contains(l, " status=200") && strings.Contains(l, " upload-offset="+strconv.FormatInt(state.Offset, 10)) {
 			resumed = true
 		}
 	}
 	if !resumed {
-		t.Errorf("no HEAD answered the saved offset %d: %q", state.Offset, run.lines("http HEAD "))
+		t.Errorf("no HEAD answered the saved offset %d: %q", state.Offset, run.Lines("http HEAD "))
 	}
 }
 

@@ -6,7 +6,6 @@ package tusjs_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -24,6 +23,7 @@ import (
 	"time"
 
 	"github.com/reflexupload/caddy-reflex-upload/e2e/internal/caddyrun"
+	"github.com/reflexupload/caddy-reflex-upload/e2e/internal/noderun"
 	"github.com/reflexupload/caddy-reflex-upload/e2e/supervisor"
 )
 
@@ -115,7 +115,7 @@ func TestTusJSRestart(t *testing.T) {
 		"--retry-delays", "0,250,500,1000,1000,1000,2000,2000,2000,2000,2000,2000")
 	select {
 	case <-accepted:
-	case <-run.done:
+	case <-run.Done():
 		res := run.result(t)
 		t.Fatalf("the upload ended before the server had accepted a chunk: %+v", res)
 	case <-h.ctx.Done():
@@ -125,14 +125,14 @@ func TestTusJSRestart(t *testing.T) {
 	h.caddy.Stop(t)
 	t.Logf("Caddy stopped (SIGTERM) after the first accepted chunk, in %v", time.Since(stopping).Round(time.Millisecond))
 	select {
-	case <-run.done:
+	case <-run.Done():
 		t.Errorf("the upload ended while Caddy was down")
 	case <-time.After(500 * time.Millisecond):
 	}
 	starting := time.Now()
 	h.caddy.Start(t)
 	t.Logf("Caddy listens again on %s after %v", h.addr, time.Since(starting).Round(time.Millisecond))
-	<-run.done
+	<-run.Done()
 	res := run.result(t)
 	h.assertComplete(t, res, run, "restart.bin", 40*mib, sum)
 	if res.Retries < 1 {
@@ -154,7 +154,7 @@ func TestTusJSStalledUplink(t *testing.T) {
 		t.Errorf("the proxy stalled %d connections, want 1", n)
 	}
 	cut := 0
-	for _, l := range run.lines("http PATCH ") {
+	for _, l := range run.Lines("http PATCH ") {
 		if strings.Contains(l, " status=503") {
 			cut++
 		}
@@ -266,110 +266,43 @@ type uploadResult struct {
 }
 
 // nodeRun is one run of upload.mjs.
-type nodeRun struct {
-	cmd    *exec.Cmd
-	stdout bytes.Buffer
-	done   chan struct{}
-	err    error // of Wait, once done is closed
-
-	mu     sync.Mutex
-	stderr []string
-}
+type nodeRun struct{ *noderun.Run }
 
 // startUpload starts upload.mjs against the harness's endpoint; watch, when
 // given, sees each stderr line as it comes.
 func (h *harness) startUpload(t *testing.T, watch func(string), args ...string) *nodeRun {
 	t.Helper()
 	args = append([]string{filepath.Join(h.tusjsDir, "upload.mjs"), "--endpoint", h.endpoint}, args...)
-	r := &nodeRun{done: make(chan struct{})}
-	r.cmd = exec.CommandContext(h.ctx, "node", args...)
-	r.cmd.Dir = h.tusjsDir
-	r.cmd.WaitDelay = 5 * time.Second
-	r.cmd.Stdout = &r.stdout
-	stderr, err := r.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.cmd.Start(); err != nil {
-		t.Fatalf("starting node: %v", err)
-	}
-	t.Cleanup(func() {
-		select {
-		case <-r.done:
-		default: // the test ended early
-			r.cmd.Process.Kill()
-			<-r.done
-		}
-		if t.Failed() {
-			t.Logf("node %s\nstderr of upload.mjs:\n%s\nstdout: %s", strings.Join(args, " "), caddyrun.Tail(r.stderrText(), 12000), r.stdout.String())
-		}
-	})
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 64*1024), 1024*1024)
-		for sc.Scan() {
-			line := sc.Text()
-			r.mu.Lock()
-			r.stderr = append(r.stderr, line)
-			r.mu.Unlock()
-			if watch != nil {
-				watch(line)
-			}
-		}
-		io.Copy(io.Discard, stderr)
-		r.err = r.cmd.Wait()
-		close(r.done)
-	}()
-	return r
+	return &nodeRun{noderun.Start(t, h.ctx, h.tusjsDir, args, watch)}
 }
 
 // upload runs upload.mjs to its end.
 func (h *harness) upload(t *testing.T, watch func(string), args ...string) (uploadResult, *nodeRun) {
 	t.Helper()
 	r := h.startUpload(t, watch, args...)
-	<-r.done
 	return r.result(t), r
 }
 
 // result parses the JSON line of a finished run.
 func (r *nodeRun) result(t *testing.T) uploadResult {
 	t.Helper()
-	<-r.done
+	exit := r.Wait()
 	var res uploadResult
-	line := strings.TrimSpace(r.stdout.String())
+	line := strings.TrimSpace(r.Stdout())
 	if err := json.Unmarshal([]byte(line), &res); err != nil {
-		t.Fatalf("upload.mjs (%v) printed no result line: %q", r.err, line)
+		t.Fatalf("upload.mjs (%v) printed no result line: %q", exit, line)
 	}
 	if !res.OK {
-		t.Fatalf("upload failed (%v): %s", r.err, res.Error)
+		t.Fatalf("upload failed (%v): %s", exit, res.Error)
 	}
-	if r.err != nil {
-		t.Fatalf("upload.mjs reported success but exited with %v", r.err)
+	if exit != nil {
+		t.Fatalf("upload.mjs reported success but exited with %v", exit)
 	}
 	t.Logf("uploaded %d bytes in %d ms (retries %d, connections cut %d): %s", res.BytesSent, res.MS, res.Retries, res.Cuts, res.URL)
 	return res
 }
 
-func (r *nodeRun) stderrText() string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return strings.Join(r.stderr, "\n")
-}
-
-// lines returns the stderr lines starting with prefix.
-func (r *nodeRun) lines(prefix string) []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []string
-	for _, l := range r.stderr {
-		if strings.HasPrefix(l, prefix) {
-			out = append(out, l)
-		}
-	}
-	return out
-}
-
-func (r *nodeRun) count(prefix string) int { return len(r.lines(prefix)) }
+func (r *nodeRun) count(prefix string) int { return len(r.Lines(prefix)) }
 
 // assertComplete checks the stored file and the upload's offset.
 func (h *harness) assertComplete(t *testing.T, res uploadResult, run *nodeRun, name string, size int64, sum string) {
@@ -413,7 +346,7 @@ func (h *harness) assertResumed(t *testing.T, run *nodeRun, res uploadResult) {
 	if n := run.count("http POST "); n != 1 {
 		t.Errorf("the client created %d uploads, want 1: it started over instead of resuming", n)
 	}
-	heads := run.lines("http HEAD ")
+	heads := run.Lines("http HEAD ")
 	if len(heads) == 0 {
 		t.Errorf("the client never asked for the offset (HEAD)")
 	}
