@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
@@ -221,6 +222,38 @@ func (u *partUploader) wait() ([]types.CompletedPart, error) {
 		return nil, err
 	}
 	return u.parts, nil
+}
+
+// drain lets the parts in flight end on their own for at most wait, then
+// cancels what is left, and waits until every part is gone (its file
+// removed). A part whose request is cancelled may still be stored after
+// the client gave up on it (the store had its body), and on some stores
+// (versitygw) such a part, landing after AbortMultipartUpload, opens the
+// multipart upload again: so an abort follows drain, and it reports
+// whether any part was cancelled mid-flight (the abort should then be
+// repeated a little later).
+func (u *partUploader) drain(wait time.Duration) (cancelled bool) {
+	done := make(chan struct{})
+	go func() {
+		u.wg.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	case <-u.ctx.Done(): // a part failed, or the write's context ended
+	}
+	select {
+	case <-done:
+		cancelled = u.ctx.Err() != nil && u.started > 0
+	default:
+		cancelled = true
+	}
+	u.cancel(errStopped)
+	<-done
+	return cancelled
 }
 
 // stop cancels the parts in flight and waits until they are gone (their

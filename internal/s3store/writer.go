@@ -19,6 +19,15 @@ import (
 // cleanupTimeout bounds the requests that undo a failed or aborted write.
 const cleanupTimeout = 30 * time.Second
 
+// drainWait is how long an undone write lets its parts in flight end
+// before it cancels them (see partUploader.drain).
+const drainWait = 10 * time.Second
+
+// abortAgainAfter is when an abort is repeated, after parts were cancelled
+// mid-flight: a part the store finished after the first abort is gone
+// then (and the janitor removes what is left after chunk_expiry).
+const abortAgainAfter = 2 * time.Second
+
 // copyPartSize is the range of one UploadPartCopy when a staged object is
 // copied under its final name (S3 allows 5 MiB to 5 GiB).
 const copyPartSize = 1 << 30
@@ -375,8 +384,10 @@ func (w *Writer) fail(err error) error {
 // cleanup error.
 func (w *Writer) undo() error {
 	var first error
+	late := false
 	if w.up != nil {
-		w.up.stop() // before the abort, so that no part lands after it
+		// Before the abort, so that no part lands after it.
+		late = w.up.drain(drainWait)
 	}
 	ctx, cancel := cleanupContext(w.ctx)
 	defer cancel()
@@ -387,6 +398,9 @@ func (w *Writer) undo() error {
 		if err != nil && !isNotFound(err) {
 			first = fmt.Errorf("s3: aborting the multipart upload: %w", err)
 		} else {
+			if late {
+				go w.s.abortAgain(w.key, w.uploadID)
+			}
 			w.uploadID = ""
 		}
 	}
@@ -439,4 +453,13 @@ func randomID() string {
 	var b [16]byte
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// abortAgain repeats the abort of a multipart upload a little later: a
+// part cancelled mid-flight may have been stored after the first one.
+func (s *Store) abortAgain(key, uploadID string) {
+	time.Sleep(abortAgainAfter)
+	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+	defer cancel()
+	_, _ = s.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: &s.bucket, Key: &key, UploadId: &uploadID})
 }
