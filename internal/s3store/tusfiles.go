@@ -291,7 +291,9 @@ func (ss *tusSession) Close() error {
 	}
 	ss.closed = true
 	if ss.up != nil {
-		ss.up.stop() // parts never counted
+		// Parts never counted; let those in flight end, so that none
+		// lands after a Remove that follows (see partUploader.drain).
+		ss.up.drain(drainWait)
 		ss.up = nil
 	}
 	ss.f.mu.Lock()
