@@ -212,10 +212,20 @@ func TestTryInstancesS3(t *testing.T) {
 	res, body = up.response(t)
 	up.conn.Close()
 	<-sending
-	if res.StatusCode != http.StatusConflict {
-		t.Fatalf("the cancelled upload's answer: %d %s; want 409", res.StatusCode, body)
+	switch res.StatusCode {
+	case http.StatusConflict:
+		assertJSON(t, "the cancelled upload's answer", body, `{"code": "upload-cancelled", "detail": "the upload was cancelled"}`)
+	case http.StatusBadGateway:
+		// The instance answered 409 and closed the connection while the
+		// balancer was still forwarding the body: under load, the
+		// balancer's own write fails before it reads that answer, and it
+		// says 502 (README, "Running several instances"). The upload is
+		// cancelled all the same, as its progress says.
+		t.Logf("the balancer answered the cancelled upload with 502 %s", body)
+	default:
+		t.Fatalf("the cancelled upload's answer: %d %s; want 409 (or the balancer's 502)", res.StatusCode, body)
 	}
-	assertJSON(t, "the cancelled upload's answer", body, `{"code": "upload-cancelled", "detail": "the upload was cancelled"}`)
+	waitProgress(t, lbNode, id, token, func(s snapshot) bool { return s.State == "cancelled" })
 	if _, err := os.Stat(filepath.Join(bucket, "cancelled.bin")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("cancelled.bin is in the bucket's folder (%v)", err)
 	}
